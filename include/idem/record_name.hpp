@@ -1,0 +1,31 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "idem/digest.hpp"
+
+namespace idem {
+
+/// Names records: HMAC-SHA-256(secret, scope || 0x00 || key). Thread-safe; the keyed
+/// state is prepared once so that naming a record costs one HMAC, not a key schedule.
+class RecordNamer {
+ public:
+  /// `secret` is raw bytes, at least 16 of them; throws std::invalid_argument otherwise.
+  explicit RecordNamer(std::string secret);
+  ~RecordNamer();
+  RecordNamer(RecordNamer&&) noexcept;
+  RecordNamer& operator=(RecordNamer&&) noexcept;
+
+  RecordId name(std::string_view scope, std::string_view key) const;
+
+  /// 32 random bytes from OpenSSL's CSPRNG, for a new secret.
+  static std::string generate_secret();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace idem
