@@ -35,6 +35,8 @@ enum class Outcome {
 std::string_view outcome_name(Outcome outcome) noexcept;
 
 class Engine;
+struct PendingClaim;
+struct Waiter;
 
 /// The right to execute one keyed request: the record's name, its fencing token and its
 /// policy. Move-only. A ticket that is destroyed before complete() or abandon() releases
@@ -94,7 +96,7 @@ struct EngineOptions {
   /// HMAC secret for record names, raw bytes (at least 16).
   std::string secret;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
-  std::shared_ptr<EventSink> events;    ///< may be null
+  std::shared_ptr<EventSink> events;     ///< may be null
   std::shared_ptr<Scheduler> scheduler;  ///< required when any policy waits
   std::string instance_id = "idem";      ///< lease owner shown to operators
 };
@@ -141,8 +143,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
  private:
   friend class Ticket;
+  friend struct Waiter;
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
+
+  void claim(PendingClaim pending, DecisionCallback done);
+  /// The decision for a claim's answer; nullopt means "wait" (concurrency = "wait" and the
+  /// record is still in flight), unless `waiting_over`.
+  std::optional<Decision> decide(const PendingClaim& pending, Result<ClaimOutcome> result,
+                                 bool waiting_over = false);
+
   std::unique_ptr<Impl> impl_;
 };
 

@@ -46,8 +46,7 @@ class EventSink {
 class RateLimitedSink final : public EventSink {
  public:
   RateLimitedSink(std::shared_ptr<EventSink> next, std::shared_ptr<const Clock> clock,
-                  Duration cooldown = std::chrono::seconds(10),
-                  std::size_t max_tracked = 65536);
+                  Duration cooldown = std::chrono::seconds(10), std::size_t max_tracked = 65536);
   void publish(const Event& event) noexcept override;
   std::uint64_t suppressed() const noexcept;
 

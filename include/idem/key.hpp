@@ -31,11 +31,11 @@ class KeyFormat {
 };
 
 enum class KeyError {
-  invalid_syntax,      ///< not a Structured Field string nor a token
-  bad_length,          ///< empty or over 255 characters after unquoting
-  bad_character,       ///< outside 0x21-0x7E
-  duplicate_header,    ///< the key header appears more than once
-  format_mismatch,     ///< does not match `key_format`
+  invalid_syntax,    ///< not a Structured Field string nor a token
+  bad_length,        ///< empty or over 255 characters after unquoting
+  bad_character,     ///< outside 0x21-0x7E
+  duplicate_header,  ///< the key header appears more than once
+  format_mismatch,   ///< does not match `key_format`
 };
 
 std::string_view describe(KeyError error) noexcept;

@@ -30,7 +30,7 @@ std::string_view problem_title(ProblemType type) noexcept;
 struct Problem {
   ProblemType type;
   std::string detail;
-  std::optional<int> original_status;     ///< response-not-stored
+  std::optional<int> original_status;      ///< response-not-stored
   std::optional<int> retry_after_seconds;  ///< request-in-flight
 
   /// `application/problem+json` response, `type` = base + name.

@@ -33,8 +33,8 @@ struct Record {
   std::uint64_t fencing_token = 0;
   std::string lease_owner;
   TimePoint created_at{};
-  TimePoint lease_expires_at{};  ///< meaningful while in flight
-  TimePoint expires_at{};        ///< the record is gone after this
+  TimePoint lease_expires_at{};            ///< meaningful while in flight
+  TimePoint expires_at{};                  ///< the record is gone after this
   std::optional<StoredResponse> response;  ///< set once completed
 
   bool lease_expired(TimePoint now) const noexcept {

@@ -30,7 +30,7 @@ struct ClaimRequest {
 
 struct ClaimOutcome {
   bool acquired = false;
-  bool took_over = false;          ///< acquired by taking over an expired lease
+  bool took_over = false;           ///< acquired by taking over an expired lease
   std::uint64_t fencing_token = 0;  ///< when acquired
   std::optional<Record> existing;   ///< when not acquired: the record as it is
 };
