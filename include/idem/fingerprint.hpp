@@ -37,16 +37,21 @@ class JsonPointerSet {
 /// RFC 8785 canonical form of a JSON text, with the members named by `ignore` left out.
 /// Numbers written without fraction or exponent that a double cannot hold exactly keep
 /// their digits. Returns nullopt for text that does not parse, that has duplicate member
-/// names at any depth, or numbers out of double range: such bodies are fingerprinted raw.
+/// names at any depth (ignored parts included), numbers out of double range (overflow, or
+/// a non-zero value that rounds to zero), or nesting deeper than 256: such bodies are
+/// fingerprinted raw. Thread-safe (per-thread parser).
 std::optional<std::string> canonicalize_json(std::string_view json,
                                              const JsonPointerSet& ignore = {});
 
 /// `application/x-www-form-urlencoded` (and query strings): parameters sorted by name then
-/// value, bytes kept as sent.
+/// value, bytes kept as sent. Parameters are split on '&' and compared percent-decoded
+/// ('+' as space), ties broken by the bytes as sent; empty parameters are dropped.
 std::string canonicalize_form(std::string_view form);
 
-/// True for `application/json` and any `*+json` media type (parameters ignored).
+/// True for `application/json` and any `*+json` media type (ASCII case-insensitive,
+/// parameters such as `charset` ignored).
 bool is_json_media_type(std::string_view content_type) noexcept;
+/// True for `application/x-www-form-urlencoded` (case-insensitive, parameters ignored).
 bool is_form_media_type(std::string_view content_type) noexcept;
 
 struct FingerprintOptions {
@@ -59,21 +64,33 @@ struct FingerprintOptions {
 /// built; build one per policy at start-up.
 class Fingerprinter {
  public:
-  /// Throws std::invalid_argument for a bad JSON Pointer (start-up only).
+  /// Throws std::invalid_argument for a bad JSON Pointer (start-up only), naming it. The
+  /// empty pointer (the whole body) is refused too: ignoring the whole body would let any
+  /// retry with the same key match, hiding the client bugs fingerprints exist to catch.
   explicit Fingerprinter(FingerprintOptions options = {});
 
+  /// SHA-256 (32 bytes) or XXH3-128 (16 bytes) over, each part length-prefixed: method,
+  /// path, the sorted query, every `fingerprint_headers` header (absent and empty differ;
+  /// all values of a repeated header, in order), the body kind (json, form, raw) and the
+  /// body's canonical bytes. Never throws; uses per-thread buffers, no allocation once warm.
   Digest fingerprint(const RequestView& request) const;
 
-  /// The exact bytes that are hashed, rendered for people: one line per part
-  /// (method, path, query, each fingerprint header, body kind) and then the body's
-  /// canonical form. For `idemctl fingerprint`.
+  /// The exact parts that are hashed, rendered for people, one `name: value` line each
+  /// (each ending in '\n'): `method`, `path`, `query`, `header <lowercase name>` per
+  /// fingerprint header (`(absent)` when missing), and last `body (<kind>)` with the
+  /// body's canonical form. Control bytes are shown as `\xHH`. For `idemctl fingerprint`.
   std::string canonical_form(const RequestView& request) const;
 
+  /// The options as given.
   const FingerprintOptions& options() const noexcept { return options_; }
 
  private:
+  struct Parts;
+  void canonicalize(const RequestView& request, Parts& parts) const;
+
   FingerprintOptions options_;
   JsonPointerSet ignore_;
+  std::vector<std::string> header_names_;  ///< lowercased, sorted, unique
 };
 
 }  // namespace idem
