@@ -1,0 +1,161 @@
+#include "idem/memory_store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "unit/store_conformance.hpp"
+
+namespace idem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+INSTANTIATE_TEST_SUITE_P(Memory, StoreConformanceTest,
+                         ::testing::Values(StoreFactory{"memory",
+                                                        [](std::shared_ptr<ManualClock> clock) {
+                                                          MemoryStoreOptions options;
+                                                          options.clock = std::move(clock);
+                                                          return make_memory_store(options);
+                                                        }},
+                                           StoreFactory{"memory_one_shard",
+                                                        [](std::shared_ptr<ManualClock> clock) {
+                                                          MemoryStoreOptions options;
+                                                          options.shards = 1;
+                                                          options.clock = std::move(clock);
+                                                          return make_memory_store(options);
+                                                        }}),
+                         StoreFactory::name_of);
+
+// The memory store's own limits and eviction rules, on top of the shared suite.
+class MemoryStoreTest : public StoreConformanceTest {
+ protected:
+  void make(std::size_t max_records, std::size_t max_bytes, std::size_t shards = 4) {
+    MemoryStoreOptions options;
+    options.max_records = max_records;
+    options.max_bytes = max_bytes;
+    options.shards = shards;
+    options.clock = clock_;
+    store_ = make_memory_store(options);
+  }
+  void SetUp() override { clock_ = std::make_shared<ManualClock>(); }
+};
+
+TEST_F(MemoryStoreTest, ClaimFailsWithStoreFullAtMaxRecords) {
+  make(3, 1 << 20);
+  for (int i = 0; i < 3; ++i) acquire(request("k" + std::to_string(i)));
+  auto out = claim(request("k3"));
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, Errc::store_full);
+  EXPECT_NE(out.error().message.find("max_records 3"), std::string::npos) << out.error().message;
+  EXPECT_EQ(store_->stats().records, 3u);
+
+  // An existing record is still reported when full: only new records need room.
+  auto existing = claim(request("k0"));
+  ASSERT_TRUE(existing.has_value());
+  EXPECT_FALSE(existing->acquired);
+}
+
+TEST_F(MemoryStoreTest, ClaimFailsWithStoreFullAtMaxBytes) {
+  make(1000, 2000);
+  const std::uint64_t token = acquire(request("big"));
+  ASSERT_EQ(*complete("big", token, response(200, std::string(1800, 'x'))), TokenCheck::ok);
+  // The completion itself is never refused, even past max_bytes: losing it would re-execute.
+  ASSERT_EQ(*complete("big", token), TokenCheck::stale);
+  // 68 bytes a claim (id, fingerprint, owner), 43 of headers: 1911 + 68 still fits.
+  acquire(request("small"));
+  auto out = claim(request("more"));
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, Errc::store_full);
+  EXPECT_NE(out.error().message.find("max_bytes 2000"), std::string::npos) << out.error().message;
+}
+
+TEST_F(MemoryStoreTest, ExpiredRecordsAreReclaimedToMakeRoom) {
+  // Many shards, so the expired records are mostly not in the new claim's shard.
+  make(100, 1 << 20, 64);
+  for (int i = 0; i < 100; ++i) {
+    const std::string key = "old-" + std::to_string(i);
+    ASSERT_EQ(*complete(key, acquire(request(key)), response(), 10s), TokenCheck::ok);
+  }
+  ASSERT_FALSE(claim(request("new")).has_value());
+  clock_->advance(10s);
+  acquire(request("new"));
+  EXPECT_EQ(store_->stats().records, 1u);
+}
+
+TEST_F(MemoryStoreTest, InFlightRecordsAreNeverEvicted) {
+  make(2, 1 << 20);
+  const std::uint64_t a = acquire(request("a", "fp", 1s, 1h));
+  const std::uint64_t b = acquire(request("b", "fp", 1s, 1h));
+  clock_->advance(10min);  // leases long over, records still within their ttl
+  auto out = claim(request("c"));
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, Errc::store_full);
+  EXPECT_EQ(*complete("a", a), TokenCheck::ok);
+  EXPECT_EQ(*complete("b", b), TokenCheck::ok);
+}
+
+TEST_F(MemoryStoreTest, CompletedRecordsAreNeverEvictedBeforeTheirTtl) {
+  make(2, 1 << 20);
+  ASSERT_EQ(*complete("a", acquire(request("a")), response(), 1h), TokenCheck::ok);
+  ASSERT_EQ(*complete("b", acquire(request("b")), response(), 2h), TokenCheck::ok);
+  clock_->advance(59min);
+  EXPECT_FALSE(claim(request("c")).has_value());
+  EXPECT_TRUE(get("a")->has_value());
+  clock_->advance(1min);
+  acquire(request("c"));  // a expired and made room; b is kept
+  EXPECT_FALSE(get("a")->has_value());
+  EXPECT_TRUE(get("b")->has_value());
+}
+
+TEST_F(MemoryStoreTest, ExpiredRecordsAreSweptWithoutBeingTouched) {
+  make(1'000'000, std::size_t{1} << 30, 1);
+  for (int i = 0; i < 200; ++i) acquire(request("old-" + std::to_string(i), "fp", 1s, 10s));
+  EXPECT_EQ(store_->stats().records, 200u);
+  clock_->advance(11s);
+  // Each operation pops a few due records; enough operations on other keys empty it.
+  for (int i = 0; i < 200; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 0u);
+  EXPECT_EQ(store_->stats().bytes, 0u);
+}
+
+TEST_F(MemoryStoreTest, BytesFollowTheRecords) {
+  make(100, 1 << 20);
+  ClaimRequest r = request("k");
+  r.owner = "owner-123";
+  const std::uint64_t token = acquire(r);
+  EXPECT_EQ(store_->stats().bytes, 32u + 32u + 9u);
+  StoredResponse resp;
+  resp.status = 200;
+  resp.headers = {{"A", "bc"}};
+  resp.body = "hello";
+  ASSERT_EQ(*complete("k", token, resp), TokenCheck::ok);
+  EXPECT_EQ(store_->stats().bytes, 32u + 32u + 9u + 3u + 5u);
+  ASSERT_TRUE(*erase("k"));
+  EXPECT_EQ(store_->stats().bytes, 0u);
+}
+
+TEST_F(MemoryStoreTest, WatchMayOutliveTheStore) {
+  make(10, 1 << 20);
+  CallCounter calls;
+  auto watch = store_->watch(id("k"), calls.callback());
+  store_.reset();
+  watch.reset();
+  EXPECT_EQ(calls.calls(), 0);
+}
+
+TEST_F(MemoryStoreTest, CallbacksMayCallTheStoreAgain) {
+  make(10, 1 << 20);
+  bool nested = false;
+  store_->claim(request("k"), [&](Result<ClaimOutcome> out) {
+    ASSERT_TRUE(out && out->acquired);
+    store_->complete(id("k"), out->fencing_token, response(), 1h,
+                     [&](Result<TokenCheck> r) { nested = r && *r == TokenCheck::ok; });
+  });
+  EXPECT_TRUE(nested);
+}
+
+}  // namespace
+}  // namespace idem::testing
