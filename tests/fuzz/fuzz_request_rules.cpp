@@ -16,9 +16,9 @@
 namespace {
 
 const idem::KeyFormat& format(std::uint8_t selector) {
-  static const idem::KeyFormat kFormats[] = {
-      idem::KeyFormat{}, idem::KeyFormat::parse("uuid"), idem::KeyFormat::parse("ulid"),
-      idem::KeyFormat::parse("^[a-z0-9_-]{1,64}$")};
+  static const idem::KeyFormat kFormats[] = {idem::KeyFormat{}, idem::KeyFormat::parse("uuid"),
+                                             idem::KeyFormat::parse("ulid"),
+                                             idem::KeyFormat::parse("^[a-z0-9_-]{1,64}$")};
   return kFormats[selector % 4];
 }
 

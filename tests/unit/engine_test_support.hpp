@@ -1,0 +1,114 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "idem/engine.hpp"
+#include "idem/events.hpp"
+#include "idem/scheduler.hpp"
+
+namespace idem::testing {
+
+/// A scheduler whose timers fire only when the test says so.
+class ManualScheduler final : public Scheduler {
+ public:
+  std::unique_ptr<Timer> after(Duration, std::function<void()> fire) override {
+    std::lock_guard lock(mutex_);
+    auto id = next_++;
+    pending_[id] = std::move(fire);
+    return std::make_unique<ManualTimer>(this, id);
+  }
+  /// Fires every timer pending now (not the ones their callbacks arm).
+  void fire_all() {
+    std::map<std::uint64_t, std::function<void()>> due;
+    {
+      std::lock_guard lock(mutex_);
+      due.swap(pending_);
+    }
+    for (auto& [id, fn] : due) fn();
+  }
+  std::size_t pending() {
+    std::lock_guard lock(mutex_);
+    return pending_.size();
+  }
+
+ private:
+  struct ManualTimer final : Timer {
+    ManualTimer(ManualScheduler* s, std::uint64_t id) : s_(s), id_(id) {}
+    ~ManualTimer() override {
+      std::lock_guard lock(s_->mutex_);
+      s_->pending_.erase(id_);
+    }
+    ManualScheduler* s_;
+    std::uint64_t id_;
+  };
+  std::mutex mutex_;
+  std::map<std::uint64_t, std::function<void()>> pending_;
+  std::uint64_t next_ = 1;
+};
+
+class RecordingSink final : public EventSink {
+ public:
+  void publish(const Event& e) noexcept override {
+    std::lock_guard lock(mutex_);
+    events.push_back(e);
+  }
+  std::size_t count(EventKind kind) {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& e : events) n += e.kind == kind ? 1 : 0;
+    return n;
+  }
+  std::mutex mutex_;
+  std::vector<Event> events;
+};
+
+/// An owned request that hands out a RequestView.
+struct TestRequest {
+  std::string method = "POST";
+  std::string target = "/payments";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string peer = "127.0.0.1";
+
+  TestRequest& with(std::string name, std::string value) {
+    headers.emplace_back(std::move(name), std::move(value));
+    return *this;
+  }
+  TestRequest& key(std::string k) { return with("Idempotency-Key", std::move(k)); }
+  TestRequest& json(std::string b) {
+    body = std::move(b);
+    return with("Content-Type", "application/json");
+  }
+
+  template <class F>
+  auto visit(F&& f) const {
+    std::vector<HeaderField> fields;
+    for (const auto& [n, v] : headers) fields.push_back({n, v});
+    RequestView view{method, target, fields, body, peer};
+    return f(view);
+  }
+};
+
+/// Runs begin() and returns its decision; fails the test if the callback has not run
+/// (every test store answers inline).
+inline std::optional<Decision> decide(Engine& engine, const TestRequest& request) {
+  std::optional<Decision> out;
+  request.visit(
+      [&](const RequestView& v) { engine.begin(v, [&](Decision d) { out = std::move(d); }); });
+  return out;
+}
+
+inline std::string header_of(const Response& r, std::string_view name) {
+  for (const auto& [n, v] : r.headers) {
+    if (iequals(n, name)) return v;
+  }
+  return {};
+}
+
+}  // namespace idem::testing
