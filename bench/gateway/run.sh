@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Throughput and p99 latency of idem-gateway against nginx, on this machine.
+#
+#   bench/gateway/run.sh [STORE]        STORE: --store value for the gateway (default memory)
+#
+# Starts on free 127.0.0.1 ports: nginx `return 200` as the upstream, nginx proxy_pass in
+# front of it (the baseline), and idem-gateway --threads 1 in front of the same upstream;
+# runs wrk against each, and prints a markdown table. Everything stops on exit.
+#
+# CPU pinning (taskset): the server under test (nginx proxy or idem-gateway, one worker
+# / one thread each) gets CPU $SUT_CPU alone; wrk and the upstream nginx share CPU
+# $LOAD_CPU. So both proxies are measured on one core with the same neighbours, and the
+# load generator never steals from the proxy. On a one-CPU machine nothing is pinned.
+#
+# Environment: DURATION (10s), CONNECTIONS (32), THREADS (2, wrk), SUT_CPU (0),
+# LOAD_CPU (1), IDEM_GATEWAY (build/release/apps/gateway/idem-gateway; built if missing).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+store=${1:-memory}
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-32}
+wrk_threads=${THREADS:-2}
+sut_cpu=${SUT_CPU:-0}
+load_cpu=${LOAD_CPU:-1}
+gateway=${IDEM_GATEWAY:-$root/build/release/apps/gateway/idem-gateway}
+
+for tool in nginx wrk curl python3; do
+  command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] ||
+    { echo "run.sh: $tool is missing (scripts/setup installs it)" >&2; exit 1; }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ ! -x $gateway ]]; then
+  echo "==> building idem-gateway (release)" >&2
+  (cd "$root" && cmake --preset release >/dev/null &&
+     cmake --build --preset release -j "$(nproc)" --target idem-gateway >/dev/null)
+fi
+
+if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+  on_sut=(taskset -c "$sut_cpu")
+  on_load=(taskset -c "$load_cpu")
+  pinning="server under test on CPU $sut_cpu; wrk and the upstream nginx on CPU $load_cpu"
+else
+  on_sut=()
+  on_load=()
+  pinning="not pinned (fewer than 2 CPUs)"
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/idem-bench.XXXXXX")
+chmod 755 "$work"  # nginx workers may run as another user
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_http() {  # url: waits until anything answers
+  for _ in $(seq 200); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "run.sh: nothing answers at $1" >&2
+  for log in "$work"/*.log; do echo "--- $log" >&2; tail -5 "$log" >&2; done
+  exit 1
+}
+
+start_nginx() {  # name conf port [upstream_port] [taskset...]
+  local name=$1 conf=$2 port=$3 upstream_port=$4
+  shift 4
+  sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
+    "$here/$conf" >"$work/$name.conf"
+  "$@" "$nginx_bin" -p "$work" -e "$work/$name-error.log" -c "$work/$name.conf" \
+    >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$port/"
+}
+
+upstream_port=$(free_port)
+proxy_port=$(free_port)
+gateway_port=$(free_port)
+admin_port=$(free_port)
+
+start_nginx return nginx-return.conf "$upstream_port" 0 "${on_load[@]}"
+start_nginx proxy nginx-proxy.conf "$proxy_port" "$upstream_port" "${on_sut[@]}"
+
+if [[ $store == lmdb && ! -d $work/lmdb ]]; then store="lmdb:$work/lmdb"; fi
+(cd "$work" && exec "${on_sut[@]}" "$gateway" --listen "127.0.0.1:$gateway_port" \
+   --upstream "http://127.0.0.1:$upstream_port" --admin "127.0.0.1:$admin_port" \
+   --store "$store" --threads 1 --log-level warn >"$work/gateway.log" 2>&1) &
+pids+=($!)
+wait_http "http://127.0.0.1:$admin_port/healthz"
+
+replay_key="bench-replay-$(date +%s)-$RANDOM"
+export IDEM_BENCH_KEY=$replay_key
+curl -s -o /dev/null -X POST -H "Idempotency-Key: $replay_key" \
+  -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"eur"}' \
+  "http://127.0.0.1:$gateway_port/payments"
+
+declare -A rps p99 errors
+run() {  # name port script
+  local name=$1 port=$2 script=$3 out="$work/wrk-$1.txt"
+  echo "==> $name: wrk -t$wrk_threads -c$connections -d$duration" >&2
+  timeout 120 "${on_load[@]}" wrk -t"$wrk_threads" -c"$connections" -d"$duration" --latency \
+    -s "$here/$script" "http://127.0.0.1:$port/payments" >"$out" 2>&1 || true
+  rps[$name]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  p99[$name]=$(awk '$1 == "99%" {print $2}' "$out")
+  local non2xx socket
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+  socket=$(awk '/Socket errors:/ {print $0}' "$out")
+  errors[$name]="${non2xx:-0} non-2xx${socket:+; $socket}"
+  if [[ -z ${rps[$name]} ]]; then cat "$out" >&2; fi
+}
+
+run "nginx return (direct)" "$upstream_port" plain.lua
+run "nginx proxy_pass" "$proxy_port" plain.lua
+run "idem-gateway, no key (pass-through)" "$gateway_port" plain.lua
+run "idem-gateway, fresh keys" "$gateway_port" fresh.lua
+run "idem-gateway, replays" "$gateway_port" replay.lua
+
+base=${rps["nginx proxy_pass"]:-0}
+ratio() { awk -v a="${1:-0}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+echo
+echo "idem-gateway --threads 1 --store $store; wrk -t$wrk_threads -c$connections -d$duration;" \
+  "$(nproc) CPUs, $pinning."
+echo
+echo "| scenario | requests/s | p99 latency | requests/s vs nginx proxy_pass | errors |"
+echo "|---|---:|---:|---:|---|"
+for name in "nginx return (direct)" "nginx proxy_pass" "idem-gateway, no key (pass-through)" \
+            "idem-gateway, fresh keys" "idem-gateway, replays"; do
+  printf '| %s | %s | %s | %s | %s |\n' "$name" "${rps[$name]:--}" "${p99[$name]:--}" \
+    "$(ratio "${rps[$name]}")" "${errors[$name]}"
+done
