@@ -16,7 +16,7 @@ enum class FingerprintAlgorithm { sha256, xxh3_128 };
 /// A compiled set of RFC 6901 JSON Pointers (`fingerprint_ignore`).
 class JsonPointerSet {
  public:
-  JsonPointerSet() = default;
+  JsonPointerSet() noexcept;
   /// Throws std::invalid_argument naming the bad pointer (start-up only).
   explicit JsonPointerSet(const std::vector<std::string>& pointers);
   ~JsonPointerSet();
