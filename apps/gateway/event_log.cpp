@@ -1,0 +1,142 @@
+#include "event_log.hpp"
+
+#include <spdlog/async.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+namespace idem::gateway {
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", u);
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+LogFields& LogFields::add(std::string_view name, std::string_view value) {
+  text_.push_back(',');
+  append_json_string(text_, name);
+  text_.push_back(':');
+  append_json_string(text_, value);
+  return *this;
+}
+
+LogFields& LogFields::add(std::string_view name, std::int64_t value) {
+  text_.push_back(',');
+  append_json_string(text_, name);
+  text_.push_back(':');
+  text_ += std::to_string(value);
+  return *this;
+}
+
+LogFields& LogFields::add(std::string_view name, bool value) {
+  text_.push_back(',');
+  append_json_string(text_, name);
+  text_ += value ? ":true" : ":false";
+  return *this;
+}
+
+namespace log {
+namespace {
+
+std::shared_ptr<spdlog::logger>& logger() {
+  static std::shared_ptr<spdlog::logger> instance;
+  return instance;
+}
+
+spdlog::level::level_enum to_spdlog(Level level) {
+  return static_cast<spdlog::level::level_enum>(static_cast<int>(level));
+}
+
+spdlog::level::level_enum parse_level(std::string_view level) {
+  if (level == "warn") return spdlog::level::warn;
+  return spdlog::level::from_str(std::string(level));
+}
+
+}  // namespace
+
+void init(std::string_view level) {
+  spdlog::init_thread_pool(8192, 1);
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto l = std::make_shared<spdlog::async_logger>("idem", std::move(sink), spdlog::thread_pool(),
+                                                  spdlog::async_overflow_policy::overrun_oldest);
+  // Every line is one JSON object; %v holds the members after "level", already escaped.
+  l->set_formatter(std::make_unique<spdlog::pattern_formatter>(
+      R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%v})", spdlog::pattern_time_type::utc));
+  l->set_level(parse_level(level));
+  l->flush_on(spdlog::level::warn);
+  logger() = l;
+  spdlog::flush_every(std::chrono::seconds(1));
+}
+
+void set_level(std::string_view level) {
+  if (auto& l = logger()) l->set_level(parse_level(level));
+}
+
+bool enabled(Level level) noexcept {
+  auto& l = logger();
+  return l && l->should_log(to_spdlog(level));
+}
+
+void write(Level level, std::string_view msg, const LogFields& fields) {
+  auto& l = logger();
+  if (!l || !l->should_log(to_spdlog(level))) return;
+  std::string line = "\"msg\":";
+  append_json_string(line, msg);
+  line += fields.text();
+  l->log(to_spdlog(level), std::string_view(line));
+}
+
+void shutdown() {
+  if (auto& l = logger()) l->flush();
+  spdlog::shutdown();
+  logger().reset();
+}
+
+}  // namespace log
+
+void JsonEventSink::publish(const Event& event) noexcept {
+  try {
+    LogFields f;
+    f.add("event", event_name(event.kind));
+    f.add("record", event.record.hex());
+    if (!event.route.empty()) f.add("route", event.route);
+    if (!event.detail.empty()) f.add("detail", event.detail);
+    bool serious = event.kind == EventKind::store_error || event.kind == EventKind::lease_lost ||
+                   event.kind == EventKind::outcome_unknown;
+    log::write(serious ? log::Level::error : log::Level::warn, "idem event", f);
+  } catch (...) {
+    // Logging must never take a request down; a lost line is the lesser harm.
+  }
+}
+
+}  // namespace idem::gateway

@@ -1,0 +1,136 @@
+#include "listener.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/post.hpp>
+
+#include "asio_scheduler.hpp"
+#include "event_log.hpp"
+
+namespace idem::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+SessionBase::SessionBase(Worker& worker) : worker_(worker) { worker_.link(this); }
+SessionBase::~SessionBase() { worker_.unlink(this); }
+
+Worker::Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
+               std::vector<tcp::endpoint> upstream, std::string upstream_host)
+    : index_(index),
+      // One thread runs this loop; the hint lets Asio skip work it needs only for many.
+      loop_(std::make_unique<asio::io_context>(1)),
+      acceptor_(std::make_unique<tcp::acceptor>(*loop_)),
+      accept_retry_(std::make_unique<asio::steady_timer>(*loop_)),
+      runtime_(std::move(runtime)),
+      upstream_host_(std::move(upstream_host)) {
+  pool_ = std::make_unique<UpstreamPool>(
+      *loop_, std::move(upstream), 1024,
+      std::chrono::duration_cast<std::chrono::seconds>(runtime_->timeouts.idle));
+}
+
+Worker::~Worker() {
+  // Pending handlers own sessions, and sessions use this worker's members: destroy the
+  // loop (and with it those handlers) while everything else is still alive.
+  acceptor_.reset();
+  accept_retry_.reset();
+  pool_->clear();
+  loop_.reset();
+  pool_.reset();
+}
+
+void Worker::listen(const tcp::endpoint& endpoint) {
+  acceptor_->open(endpoint.protocol());
+  acceptor_->set_option(tcp::acceptor::reuse_address(true));
+  // Each worker binds the same port; the kernel spreads connections across them.
+  int one = 1;
+  if (::setsockopt(acceptor_->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
+  }
+  acceptor_->bind(endpoint);
+  acceptor_->listen(asio::socket_base::max_listen_connections);
+}
+
+tcp::endpoint Worker::local_endpoint() const { return acceptor_->local_endpoint(); }
+
+void Worker::run() {
+  ThreadLoop registration(*loop_);
+  asio::post(*loop_, [this] { accept(); });
+  loop_->run();
+}
+
+void Worker::accept() {
+  if (draining_ || !acceptor_->is_open()) return;
+  acceptor_->async_accept(*loop_, [this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || draining_) return;
+    if (ec) {
+      // Out of descriptors or memory: pause instead of spinning, and say so (once a second).
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_accept_error_log_ > std::chrono::seconds(1)) {
+        last_accept_error_log_ = now;
+        log::error("accept failed", LogFields().add("error", ec.message()));
+      }
+      accept_retry_->expires_after(std::chrono::milliseconds(50));
+      accept_retry_->async_wait([this](boost::system::error_code wait_ec) {
+        if (!wait_ec) accept();
+      });
+      return;
+    }
+    metrics_.connections_accepted.add();
+    start_session(*this, std::move(socket));
+    accept();
+  });
+}
+
+void Worker::start_drain() {
+  asio::post(*loop_, [this] {
+    draining_ = true;
+    boost::system::error_code ignored;
+    acceptor_->close(ignored);
+    accept_retry_->cancel();
+    for (SessionBase* s = sessions_; s != nullptr;) {
+      SessionBase* next = s->next_;
+      s->on_drain();
+      s = next;
+    }
+    pool_->clear();
+  });
+}
+
+void Worker::set_runtime(std::shared_ptr<const Runtime> runtime) {
+  asio::post(*loop_,
+             [this, runtime = std::move(runtime)]() mutable { runtime_ = std::move(runtime); });
+}
+
+void Worker::stop() { loop_->stop(); }
+
+std::unique_ptr<char[]> Worker::take_piece() {
+  if (pieces_.empty()) return std::make_unique<char[]>(kPieceSize);
+  auto piece = std::move(pieces_.back());
+  pieces_.pop_back();
+  return piece;
+}
+
+void Worker::give_piece(std::unique_ptr<char[]> piece) {
+  if (piece && pieces_.size() < 256) pieces_.push_back(std::move(piece));
+}
+
+void Worker::link(SessionBase* session) noexcept {
+  session->next_ = sessions_;
+  if (sessions_) sessions_->prev_ = session;
+  sessions_ = session;
+  metrics_.connections.add(1);
+}
+
+void Worker::unlink(SessionBase* session) noexcept {
+  if (session->prev_) {
+    session->prev_->next_ = session->next_;
+  } else {
+    sessions_ = session->next_;
+  }
+  if (session->next_) session->next_->prev_ = session->prev_;
+  session->prev_ = session->next_ = nullptr;
+  metrics_.connections.add(-1);
+}
+
+}  // namespace idem::gateway

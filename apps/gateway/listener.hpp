@@ -1,0 +1,108 @@
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "idem/engine.hpp"
+#include "metrics.hpp"
+#include "upstream_pool.hpp"
+
+namespace idem::gateway {
+
+/// What a worker runs requests with; replaced as a whole on SIGHUP. Each worker has an
+/// Engine of its own (all sharing the store), so that tickets' reference counts never
+/// bounce between cores.
+struct Runtime {
+  std::shared_ptr<Engine> engine;
+  Timeouts timeouts;
+};
+
+class Worker;
+
+/// A client connection as its worker sees it: listed so that a drain can reach it.
+class SessionBase {
+ public:
+  explicit SessionBase(Worker& worker);
+  virtual ~SessionBase();
+  SessionBase(const SessionBase&) = delete;
+  SessionBase& operator=(const SessionBase&) = delete;
+  /// The worker started draining: close now if idle, else after the current response.
+  virtual void on_drain() = 0;
+
+ protected:
+  Worker& worker_;
+
+ private:
+  friend class Worker;
+  SessionBase* prev_ = nullptr;
+  SessionBase* next_ = nullptr;
+};
+
+/// One event loop: its own SO_REUSEPORT acceptor, upstream pool, engine and metrics, so
+/// that requests never take a lock or share a cache line with another loop. Everything
+/// but the thread-safe members below runs on the worker's thread only.
+class Worker {
+ public:
+  static constexpr std::size_t kPieceSize = 32 * 1024;
+
+  Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
+         std::vector<boost::asio::ip::tcp::endpoint> upstream, std::string upstream_host);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// Binds the public listener. Start-up only; throws boost::system::system_error.
+  void listen(const boost::asio::ip::tcp::endpoint& endpoint);
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+  /// The thread's body: runs the loop until it has no work left (after a drain) or stop().
+  void run();
+
+  // Thread-safe.
+  void start_drain();
+  void set_runtime(std::shared_ptr<const Runtime> runtime);
+  void stop();
+  const WorkerMetrics& metrics_view() const noexcept { return metrics_; }
+
+  // Worker thread only.
+  boost::asio::io_context& loop() noexcept { return *loop_; }
+  const Runtime& runtime() const noexcept { return *runtime_; }
+  UpstreamPool& pool() noexcept { return *pool_; }
+  WorkerMetrics& metrics() noexcept { return metrics_; }
+  bool draining() const noexcept { return draining_; }
+  const std::string& upstream_host() const noexcept { return upstream_host_; }
+  unsigned index() const noexcept { return index_; }
+  std::unique_ptr<char[]> take_piece();
+  void give_piece(std::unique_ptr<char[]> piece);
+
+ private:
+  friend class SessionBase;
+  void accept();
+  void link(SessionBase* session) noexcept;
+  void unlink(SessionBase* session) noexcept;
+
+  unsigned index_;
+  // Destroyed explicitly in ~Worker, loop last but before the members sessions use.
+  std::unique_ptr<boost::asio::io_context> loop_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::unique_ptr<boost::asio::steady_timer> accept_retry_;
+  std::unique_ptr<UpstreamPool> pool_;
+  std::shared_ptr<const Runtime> runtime_;
+  std::string upstream_host_;
+  WorkerMetrics metrics_;
+  std::vector<std::unique_ptr<char[]>> pieces_;
+  SessionBase* sessions_ = nullptr;
+  bool draining_ = false;
+  std::chrono::steady_clock::time_point last_accept_error_log_{};
+};
+
+/// Starts serving one accepted client connection (session.cpp).
+void start_session(Worker& worker, boost::asio::ip::tcp::socket socket);
+
+}  // namespace idem::gateway

@@ -1,0 +1,326 @@
+#include "server.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "admin.hpp"
+#include "asio_scheduler.hpp"
+#include "event_log.hpp"
+#include "idem/record_name.hpp"
+#include "listener.hpp"
+#include "metrics.hpp"
+#include "store_factory.hpp"
+
+namespace idem::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+tcp::endpoint resolve_listen(const HostPort& hp, std::string_view setting) {
+  asio::io_context ctx;
+  tcp::resolver resolver(ctx);
+  boost::system::error_code ec;
+  std::string host = hp.host.empty() ? "0.0.0.0" : hp.host;
+  auto results = resolver.resolve(host, std::to_string(hp.port),
+                                  tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || results.empty()) {
+    throw ConfigError(std::string(setting) + ": cannot resolve '" + host + "'");
+  }
+  return results.begin()->endpoint();
+}
+
+std::vector<tcp::endpoint> resolve_upstream(const HostPort& hp) {
+  asio::io_context ctx;
+  tcp::resolver resolver(ctx);
+  boost::system::error_code ec;
+  auto results =
+      resolver.resolve(hp.host, std::to_string(hp.port), tcp::resolver::numeric_service, ec);
+  if (ec || results.empty()) {
+    throw ConfigError("upstream: cannot resolve '" + hp.host + "': " + ec.message());
+  }
+  std::vector<tcp::endpoint> out;
+  for (const auto& r : results) out.push_back(r.endpoint());
+  return out;
+}
+
+std::string instance_id() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "localhost");
+  return std::string("idem-gateway@") + host + ":" + std::to_string(::getpid());
+}
+
+std::string origin_of(const std::optional<std::string>& flag, std::string_view flag_name,
+                      const std::string& config_path, std::string_view setting) {
+  if (flag || config_path.empty()) return std::string(flag_name);
+  return "config " + config_path + ": " + std::string(setting);
+}
+
+}  // namespace
+
+struct Server::Impl {
+  CommandLine command_line;
+  GatewayConfig config;
+  std::shared_ptr<Store> store;
+  std::string secret;
+  std::string instance;
+  std::vector<tcp::endpoint> upstream;
+  tcp::endpoint listen_endpoint;
+  tcp::endpoint admin_endpoint;
+
+  asio::io_context main_loop{1};
+  std::shared_ptr<AsioScheduler> scheduler = std::make_shared<AsioScheduler>(main_loop);
+  std::shared_ptr<RateLimitedSink> events;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::thread> threads;
+  std::shared_ptr<Engine> admin_engine;
+  std::unique_ptr<AdminServer> admin;
+  asio::signal_set signals{main_loop};
+  asio::steady_timer drain_timer{main_loop};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::atomic<bool> accepting{false};
+  std::atomic<bool> draining{false};
+  std::size_t finished = 0;
+
+  /// One engine per worker plus one for the admin API, all on the same store.
+  std::vector<std::shared_ptr<Engine>> make_engines(const PolicySet& policies, std::size_t count) {
+    std::vector<std::shared_ptr<Engine>> engines;
+    for (std::size_t i = 0; i < count; ++i) {
+      EngineOptions options;
+      options.policies = policies;
+      options.store = store;
+      options.secret = secret;
+      options.events = events;
+      options.scheduler = scheduler;
+      options.instance_id = instance;
+      try {
+        engines.push_back(Engine::create(std::move(options)));
+      } catch (const std::invalid_argument& e) {
+        throw ConfigError(e.what());
+      }
+    }
+    return engines;
+  }
+
+  std::string render() {
+    std::vector<const WorkerMetrics*> views;
+    for (const auto& w : workers) views.push_back(&w->metrics_view());
+    MetricsContext context{
+        views,
+        store.get(),
+        events->suppressed(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+        static_cast<unsigned>(workers.size()),
+        draining.load()};
+    return render_metrics(context);
+  }
+
+  void on_signal(const boost::system::error_code& ec, int signum) {
+    if (ec) return;
+    if (signum == SIGHUP) {
+      reload();
+    } else if (draining) {
+      log::warn("second signal: stopping now");
+      for (auto& w : workers) w->stop();
+    } else {
+      begin_drain(signum);
+    }
+    if (!signals_done) wait_signal();
+  }
+
+  bool signals_done = false;
+  void wait_signal() {
+    signals.async_wait(
+        [this](const boost::system::error_code& ec, int signum) { on_signal(ec, signum); });
+  }
+
+  void begin_drain(int signum) {
+    draining = true;
+    accepting = false;
+    log::info("draining", LogFields()
+                              .add("signal", signum == SIGINT ? "SIGINT" : "SIGTERM")
+                              .add("drain_timeout_ms",
+                                   static_cast<std::int64_t>(config.timeouts.drain.count())));
+    for (auto& w : workers) w->start_drain();
+    drain_timer.expires_after(config.timeouts.drain);
+    drain_timer.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      std::int64_t in_flight = 0;
+      for (auto& w : workers) in_flight += w->metrics_view().in_flight.get();
+      log::warn("drain timeout: closing what is still open",
+                LogFields().add("in_flight", in_flight));
+      for (auto& w : workers) w->stop();
+    });
+  }
+
+  void worker_finished() {
+    if (++finished < workers.size()) return;
+    drain_timer.cancel();
+    signals_done = true;
+    boost::system::error_code ignored;
+    signals.cancel(ignored);
+    if (admin) admin->stop();
+    keep_running.reset();
+    main_loop.stop();
+  }
+
+  void reload() {
+    if (config.config_path.empty()) {
+      log::info("SIGHUP: no --config file to reload");
+      return;
+    }
+    try {
+      GatewayConfig next = load_config(command_line);
+      auto warn_fixed = [](std::string_view setting) {
+        log::warn("reload: setting needs a restart; keeping the running value",
+                  LogFields().add("setting", setting));
+      };
+      if (next.listen.text() != config.listen.text()) warn_fixed("listen");
+      if (next.upstream.text() != config.upstream.text()) warn_fixed("upstream");
+      if (next.admin.text() != config.admin.text()) warn_fixed("admin");
+      if (next.store != config.store) warn_fixed("store");
+      if (next.threads != config.threads) warn_fixed("threads");
+      if (!next.secret.empty() && next.secret != secret) warn_fixed("secret");
+      auto engines = make_engines(next.policies, workers.size() + 1);
+      for (std::size_t i = 0; i < workers.size(); ++i) {
+        workers[i]->set_runtime(
+            std::make_shared<const Runtime>(Runtime{engines[i], next.timeouts}));
+      }
+      admin_engine = engines.back();
+      log::set_level(next.log_level);
+      config.policies = std::move(next.policies);
+      config.timeouts = next.timeouts;
+      config.log_level = next.log_level;
+      log::info(
+          "configuration reloaded",
+          LogFields().add("routes", static_cast<std::int64_t>(config.policies.routes.size())));
+    } catch (const ConfigError& e) {
+      log::error("reload failed; the running configuration stays",
+                 LogFields().add("error", e.what()));
+    }
+  }
+};
+
+Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make_unique<Impl>()) {
+  auto& s = *impl_;
+  s.command_line = std::move(command_line);
+  s.config = std::move(config);
+  StoreHandle handle = make_store(
+      s.config.store, origin_of(s.command_line.store, "--store", s.config.config_path, "store"));
+  s.store = handle.store;
+  if (!s.config.secret.empty()) {
+    s.secret = s.config.secret;
+  } else {
+    // Records of the memory store die with the process, so a fresh secret loses nothing.
+    s.secret = RecordNamer::generate_secret();
+  }
+  s.instance = instance_id();
+  s.upstream = resolve_upstream(s.config.upstream);
+  s.listen_endpoint = resolve_listen(s.config.listen, "listen");
+  s.admin_endpoint = resolve_listen(s.config.admin, "admin");
+  s.events = std::make_shared<RateLimitedSink>(std::make_shared<JsonEventSink>(),
+                                               std::make_shared<SystemClock>());
+  auto engines = s.make_engines(s.config.policies, s.config.threads + 1);
+  std::string upstream_host = s.config.upstream.text();
+  for (unsigned i = 0; i < s.config.threads; ++i) {
+    s.workers.push_back(std::make_unique<Worker>(
+        i, std::make_shared<const Runtime>(Runtime{engines[i], s.config.timeouts}), s.upstream,
+        upstream_host));
+  }
+  s.admin_engine = engines.back();
+}
+
+Server::~Server() {
+  if (!impl_) return;
+  for (auto& w : impl_->workers) w->stop();
+  for (auto& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+int Server::run() {
+  auto& s = *impl_;
+  log::init(s.config.log_level);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  AdminHooks hooks;
+  hooks.accepting = [&s] { return s.accepting.load(); };
+  hooks.engine = [&s] { return s.admin_engine; };
+  hooks.metrics = [&s] { return s.render(); };
+  s.admin = std::make_unique<AdminServer>(s.main_loop, std::move(hooks));
+
+  auto bind_error = [&](std::string_view flag, const HostPort& hp,
+                        const boost::system::system_error& e) {
+    std::cerr << "idem-gateway: " << flag << " " << hp.text() << ": " << e.code().message() << '\n';
+    log::shutdown();
+    return 1;
+  };
+  tcp::endpoint listen_endpoint = s.listen_endpoint;
+  try {
+    for (auto& w : s.workers) {
+      w->listen(listen_endpoint);
+      // Port 0 picks a free port once; the other workers join the same one.
+      listen_endpoint = w->local_endpoint();
+    }
+  } catch (const boost::system::system_error& e) {
+    return bind_error("--listen", s.config.listen, e);
+  }
+  try {
+    s.admin->listen(s.admin_endpoint);
+  } catch (const boost::system::system_error& e) {
+    return bind_error("--admin", s.config.admin, e);
+  }
+
+  s.signals.add(SIGINT);
+  s.signals.add(SIGTERM);
+  s.signals.add(SIGHUP);
+  s.wait_signal();
+  s.keep_running.emplace(s.main_loop.get_executor());
+
+  for (auto& w : s.workers) {
+    Worker* worker = w.get();
+    s.threads.emplace_back([worker, &s] {
+      worker->run();
+      asio::post(s.main_loop, [&s] { s.worker_finished(); });
+    });
+  }
+  s.accepting = true;
+  auto admin_endpoint = s.admin->local_endpoint();
+  log::info("idem-gateway started", LogFields()
+                                        .add("listen", listen_endpoint.address().to_string() + ":" +
+                                                           std::to_string(listen_endpoint.port()))
+                                        .add("admin", admin_endpoint.address().to_string() + ":" +
+                                                          std::to_string(admin_endpoint.port()))
+                                        .add("upstream", "http://" + s.config.upstream.text())
+                                        .add("store", s.store->kind())
+                                        .add("threads", static_cast<std::int64_t>(s.workers.size()))
+                                        .add("config", s.config.config_path));
+
+  {
+    ThreadLoop registration(s.main_loop);
+    s.main_loop.run();
+  }
+
+  for (auto& t : s.threads) t.join();
+  s.threads.clear();
+  // Destroying the workers ends whatever the drain timeout cut short; their tickets
+  // release their records on the way.
+  std::int64_t cut = 0;
+  for (auto& w : s.workers) cut += w->metrics_view().in_flight.get();
+  s.workers.clear();
+  log::info("idem-gateway stopped", LogFields().add("cut_short", cut));
+  log::shutdown();
+  return 0;
+}
+
+}  // namespace idem::gateway

@@ -1,0 +1,793 @@
+// One client connection: reads requests, asks the engine what to do with each, and either
+// answers (replay, problem) or forwards to the upstream and streams the answer back.
+//
+// Requests on a connection are handled one at a time, so pipelined requests are answered
+// in order. The upstream exchange never depends on the client: a client that goes away
+// while the upstream works only stops the writes; the response is still read whole and
+// handed to the engine, so that the client's retry is replayed.
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <optional>
+
+#include "asio_scheduler.hpp"
+#include "event_log.hpp"
+#include "http_util.hpp"
+#include "listener.hpp"
+
+namespace idem::gateway {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kUpstreamHeaderLimit = 64 * 1024;
+constexpr std::size_t kFirstReadSize = 8 * 1024;
+constexpr std::size_t kRetainedBytes = 64 * 1024;  ///< larger buffers are freed after use
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+bool is_timeout(const error_code& ec) {
+  return ec == beast::error::timeout || ec == asio::error::timed_out;
+}
+
+/// A reused keep-alive connection that the upstream closed before reading our request
+/// fails in one of these ways; the request was not processed, so it may be resent.
+bool is_stale_connection(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::connection_aborted || ec == http::error::partial_message;
+}
+
+template <class T>
+void release_if_large(T& buffer) {
+  if (buffer.capacity() > kRetainedBytes) T().swap(buffer);
+}
+
+class Session final : public SessionBase, public std::enable_shared_from_this<Session> {
+ public:
+  Session(Worker& worker, tcp::socket socket)
+      : SessionBase(worker), stream_(std::move(socket)), renew_timer_(worker.loop()) {
+    error_code ec;
+    auto peer = stream_.socket().remote_endpoint(ec);
+    if (!ec) {
+      auto address = peer.address();
+      // Report IPv4 clients of a dual-stack listener as plain IPv4.
+      if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+      }
+      peer_ = address.to_string();
+    }
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+  }
+
+  ~Session() override {
+    if (counted_) worker_.metrics().in_flight.add(-1);
+    if (piece_) worker_.give_piece(std::move(piece_));
+    // A ticket still held here is released by its destructor: no record stays in flight.
+  }
+
+  void start() { await_request(); }
+
+  void on_drain() override {
+    if (phase_ == Phase::idle) {
+      error_code ignored;
+      stream_.socket().cancel(ignored);
+    }
+  }
+
+ private:
+  enum class Phase { idle, reading, handling, closed };
+
+  const Timeouts& timeouts() const { return worker_.runtime().timeouts; }
+
+  // ---- client: reading requests ----
+
+  void await_request() {
+    if (worker_.draining()) return close_client();
+    phase_ = Phase::idle;
+    if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
+    // Waiting for the next request falls under idle_timeout; once its first bytes are
+    // here, header_timeout applies.
+    stream_.expires_after(timeouts().idle);
+    stream_.async_read_some(buffer_.prepare(kFirstReadSize),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->buffer_.commit(n);
+                              if (ec || n == 0) return self->close_client();
+                              self->read_header();
+                            });
+  }
+
+  void read_header() {
+    phase_ = Phase::reading;
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(timeouts().max_header_bytes));
+    stream_.expires_after(timeouts().header);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(error_code ec) {
+    if (ec) {
+      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+          ec == asio::error::operation_aborted) {
+        return close_client();
+      }
+      worker_.metrics().bad_requests.add();
+      if (ec == http::error::header_limit) {
+        return send_problem(431, "header-too-large", "Request header too large",
+                            "The request's header is over the gateway's limit.", true, true);
+      }
+      if (is_timeout(ec) || ec == asio::error::connection_reset) return close_client();
+      return send_problem(400, "bad-request", "Malformed request",
+                          "The request is not valid HTTP/1.1.", true, true);
+    }
+    begin_request();
+    const auto& req = parser_->get();
+    keep_alive_ = parser_->keep_alive();
+    http11_ = req.version() >= 11;
+    is_head_ = req.method() == http::verb::head;
+
+    // The route decides the body limit, so it is chosen before the body is read.
+    const auto& engine = worker_.runtime().engine;
+    auto match = engine->policies().match(req.method_string(), path_of(req.target()));
+    type_base_ = match.policy->problem_type_base;
+    std::size_t limit = match.policy->max_request_bytes;
+    if (auto length = parser_->content_length(); length && *length > limit) {
+      return reject_too_large(limit);
+    }
+    if (parser_->is_done()) return handle_request();
+    parser_->body_limit(limit);
+
+    auto expect = req.find(http::field::expect);
+    if (expect != req.end() && http11_ && iequals(expect->value(), "100-continue") &&
+        buffer_.size() == 0) {
+      // The client waits for this before sending its body (curl does, for a while).
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      stream_.expires_after(timeouts().body);
+      asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self = shared_from_this()](error_code ec, std::size_t) {
+                          if (ec) return self->close_client();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(timeouts().body);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+  }
+
+  void on_body(error_code ec) {
+    if (ec == http::error::body_limit) {
+      return reject_too_large(
+          worker_.runtime()
+              .engine->policies()
+              .match(parser_->get().method_string(), path_of(parser_->get().target()))
+              .policy->max_request_bytes);
+    }
+    // A client that leaves before its whole body arrived has sent nothing: nothing is
+    // forwarded and no record is made.
+    if (ec) {
+      if (is_timeout(ec)) worker_.metrics().bad_requests.add();
+      return close_client();
+    }
+    handle_request();
+  }
+
+  void begin_request() {
+    if (!counted_) {
+      counted_ = true;
+      worker_.metrics().in_flight.add(1);
+    }
+  }
+
+  void reject_too_large(std::size_t limit) {
+    worker_.metrics().outcomes[static_cast<std::size_t>(Outcome::too_large)].add();
+    Problem problem{ProblemType::body_too_large,
+                    "The request body is over the limit of " + std::to_string(limit) + " bytes.",
+                    std::nullopt, std::nullopt};
+    // The rest of the body is not read: close after answering.
+    write_response(problem.to_response(type_base_), /*close=*/true, /*linger=*/true);
+  }
+
+  static std::string_view path_of(std::string_view target) {
+    return target.substr(0, target.find('?'));
+  }
+
+  // ---- the engine ----
+
+  void handle_request() {
+    phase_ = Phase::handling;
+    const auto& req = parser_->get();
+    view_headers_.clear();
+    for (const auto& field : req) {
+      view_headers_.push_back(HeaderField{field.name_string(), field.value()});
+    }
+    RequestView view;
+    view.method = req.method_string();
+    view.target = req.target();
+    view.headers = view_headers_;
+    view.body = req.body();
+    view.peer_address = peer_;
+
+    engine_ = worker_.runtime().engine;
+    begin_time_ = Clock::now();
+    // The callback holds a plain pointer (so std::function needs no allocation); the
+    // session keeps itself alive until the decision arrives, and a work guard keeps a
+    // draining loop running while a store on another thread decides.
+    self_ = shared_from_this();
+    work_.emplace(worker_.loop().get_executor());
+    in_begin_ = true;
+    engine_->begin(view, [this](Decision decision) { deliver(std::move(decision)); });
+    in_begin_ = false;
+    if (inline_decision_) {
+      Decision decision = std::move(*inline_decision_);
+      inline_decision_.reset();
+      on_decision(std::move(decision));
+    }
+  }
+
+  /// Runs on whatever thread the store answered on.
+  void deliver(Decision decision) {
+    if (in_begin_ && ThreadLoop::current() == &worker_.loop()) {
+      // Answered inline (the memory store): act once begin() has returned, outside the
+      // store's call stack.
+      inline_decision_.emplace(std::move(decision));
+      return;
+    }
+    asio::post(worker_.loop(),
+               [this, d = std::move(decision)]() mutable { on_decision(std::move(d)); });
+  }
+
+  void on_decision(Decision decision) {
+    auto self = std::move(self_);
+    work_.reset();
+    auto& metrics = worker_.metrics();
+    metrics.outcomes[static_cast<std::size_t>(decision.outcome)].add();
+    bool touched_store =
+        decision.action == Decision::Action::proceed ||
+        (decision.outcome != Outcome::passthrough && decision.outcome != Outcome::missing_key &&
+         decision.outcome != Outcome::invalid_key);
+    if (touched_store) metrics.store_latency.observe(Clock::now() - begin_time_);
+
+    switch (decision.action) {
+      case Decision::Action::respond:
+        return write_response(std::move(decision.response), !keep_alive_, false);
+      case Decision::Action::proceed:
+        ticket_ = std::move(decision.ticket);
+        return forward();
+      case Decision::Action::pass_through:
+        return forward();
+    }
+  }
+
+  // ---- client: whole responses (replays, problems) ----
+
+  void send_problem(int status, std::string_view name, std::string_view title,
+                    std::string_view detail, bool close, bool linger = false) {
+    std::string_view base = type_base_.empty() ? "urn:idem:problem:" : type_base_;
+    write_response(gateway_problem(status, base, name, title, detail), close, linger);
+  }
+
+  void write_response(Response response, bool close, bool linger) {
+    if (client_gone_) return end_request();
+    close_after_ = close || worker_.draining();
+    head_.clear();
+    append_status_line(head_, response.status, {});
+    for (const auto& [name, value] : response.headers) {
+      // Framing and Date are this hop's business.
+      if (iequals(name, "Content-Length") || iequals(name, "Date") ||
+          is_hop_by_hop(name, ConnectionTokens{})) {
+        continue;
+      }
+      append_field(head_, name, value);
+    }
+    append_field(head_, "Date", http_date());
+    append_field(head_, "Content-Length", std::to_string(response.body.size()));
+    if (close_after_) {
+      append_field(head_, "Connection", "close");
+    } else if (!http11_) {
+      append_field(head_, "Connection", "keep-alive");
+    }
+    head_.append("\r\n");
+    body_out_ = std::move(response.body);
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body_out_)};
+    if (is_head_) buffers[1] = asio::const_buffer();
+    stream_.expires_after(timeouts().body);
+    asio::async_write(stream_, buffers,
+                      [self = shared_from_this(), linger](error_code ec, std::size_t) {
+                        if (ec) {
+                          self->worker_.metrics().client_aborts.add();
+                          self->client_gone_ = true;
+                        }
+                        if (linger && !ec) return self->linger_close();
+                        self->end_request();
+                      });
+  }
+
+  /// The request is answered (or its client gone): on to the next one, or close.
+  void end_request() {
+    if (counted_) {
+      counted_ = false;
+      worker_.metrics().in_flight.add(-1);
+    }
+    engine_.reset();
+    if (piece_) worker_.give_piece(std::move(piece_));
+    release_if_large(body_out_);
+    if (client_gone_ || close_after_ || !keep_alive_ || worker_.draining()) {
+      return close_client();
+    }
+    parser_.reset();
+    await_request();
+  }
+
+  void close_client() {
+    if (phase_ == Phase::closed) return;
+    phase_ = Phase::closed;
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+  }
+
+  /// Closes after an answer sent before the request was read whole: reading (and
+  /// dropping) what the client still sends for a moment lets it see the answer instead of
+  /// a reset.
+  void linger_close() {
+    if (counted_) {
+      counted_ = false;
+      worker_.metrics().in_flight.add(-1);
+    }
+    phase_ = Phase::closed;
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    linger_deadline_ = Clock::now() + kLingerTime;
+    drain_input();
+  }
+
+  void drain_input() {
+    auto left = linger_deadline_ - Clock::now();
+    if (left <= Clock::duration::zero()) return stream_.close();
+    buffer_.clear();
+    stream_.expires_after(std::chrono::duration_cast<std::chrono::milliseconds>(left));
+    stream_.async_read_some(buffer_.prepare(kFirstReadSize),
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                              if (ec) return self->stream_.close();
+                              self->drain_input();
+                            });
+  }
+
+  // ---- upstream: forwarding ----
+
+  void forward() {
+    const auto& req = parser_->get();
+    ConnectionTokens tokens;
+    for (const auto& field : req) {
+      if (field.name() == http::field::connection) tokens.add(field.value());
+    }
+    up_head_.clear();
+    up_head_.append(req.method_string());
+    up_head_.push_back(' ');
+    up_head_.append(req.target());
+    up_head_.append(" HTTP/1.1\r\n");
+    std::string_view forwarded_for;
+    std::string joined_forwarded_for;
+    bool has_host = false;
+    for (const auto& field : req) {
+      std::string_view name = field.name_string();
+      switch (field.name()) {
+        case http::field::content_length:
+        case http::field::expect:  // the body is already here
+          continue;
+        case http::field::host:
+          has_host = true;
+          break;
+        case http::field::unknown:
+          if (iequals(name, "X-Forwarded-Proto")) continue;  // replaced below
+          if (iequals(name, "X-Forwarded-For")) {
+            if (forwarded_for.empty() && joined_forwarded_for.empty()) {
+              forwarded_for = field.value();
+            } else {
+              if (joined_forwarded_for.empty()) joined_forwarded_for = forwarded_for;
+              joined_forwarded_for.append(", ").append(field.value());
+            }
+            continue;
+          }
+          break;
+        default:
+          break;
+      }
+      if (is_hop_by_hop(name, tokens)) continue;
+      append_field(up_head_, name, field.value());
+    }
+    if (!has_host) append_field(up_head_, "Host", worker_.upstream_host());
+    if (!joined_forwarded_for.empty()) forwarded_for = joined_forwarded_for;
+    up_head_.append("X-Forwarded-For: ");
+    if (!forwarded_for.empty()) up_head_.append(forwarded_for).append(", ");
+    up_head_.append(peer_).append("\r\nX-Forwarded-Proto: http\r\n");
+    if (!req.body().empty() || req.has_content_length() || req.chunked()) {
+      append_field(up_head_, "Content-Length", std::to_string(req.body().size()));
+    }
+    up_head_.append("\r\n");
+
+    forward_time_ = Clock::now();
+    retried_ = false;
+    response_started_ = false;
+    head_pending_ = false;
+    up_parser_.reset();
+    if (ticket_) arm_renewal();
+    up_ = worker_.pool().take();
+    if (up_) return send_upstream(/*reused=*/true);
+    connect_upstream();
+  }
+
+  void connect_upstream() {
+    up_ = worker_.pool().make();
+    up_->stream.expires_after(timeouts().upstream_connect);
+    up_->stream.async_connect(worker_.pool().endpoints(),
+                              [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+                                self->on_upstream_connected(ec);
+                              });
+  }
+
+  void on_upstream_connected(error_code ec) {
+    if (ec) {
+      return upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::connect, ec);
+    }
+    worker_.metrics().upstream_connects.add();
+    up_->stream.socket().set_option(tcp::no_delay(true), ec);
+    send_upstream(/*reused=*/false);
+  }
+
+  void send_upstream(bool reused) {
+    reused_ = reused;
+    const std::string& body = parser_->get().body();
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(up_head_), asio::buffer(body)};
+    up_->stream.expires_after(timeouts().upstream);
+    asio::async_write(up_->stream, buffers,
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        if (ec) return self->upstream_failed_or_retry(ec);
+                        self->read_upstream_header();
+                      });
+  }
+
+  void upstream_failed_or_retry(error_code ec) {
+    if (reused_ && !retried_ && is_stale_connection(ec) && up_->buffer.size() == 0 &&
+        !(up_parser_ && up_parser_->got_some())) {
+      // The upstream closed this idle connection before our request reached it. Resend
+      // once on a fresh connection, as HTTP/1.1 clients do (RFC 9112 section 9.3.1).
+      retried_ = true;
+      worker_.metrics().upstream_retries.add();
+      up_.reset();
+      return connect_upstream();
+    }
+    upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::reset, ec);
+  }
+
+  void read_upstream_header() {
+    up_parser_.emplace();
+    up_parser_->header_limit(kUpstreamHeaderLimit);
+    up_parser_->body_limit(boost::none);
+    if (is_head_) up_parser_->skip(true);
+    up_->stream.expires_after(timeouts().upstream);
+    http::async_read_header(
+        up_->stream, up_->buffer, *up_parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_upstream_header(ec); });
+  }
+
+  void on_upstream_header(error_code ec) {
+    if (ec) {
+      if (is_timeout(ec) || is_stale_connection(ec)) return upstream_failed_or_retry(ec);
+      return upstream_failed(UpstreamError::protocol, ec);
+    }
+    const auto& res = up_parser_->get();
+    int status = static_cast<int>(res.result_int());
+    if (status < 200) {
+      // Interim responses (100, 103) are not passed on: the final one follows.
+      if (status == 101) return upstream_failed(UpstreamError::protocol, {});
+      return read_upstream_header();
+    }
+
+    ConnectionTokens tokens;
+    bool has_date = false;
+    for (const auto& field : res) {
+      if (field.name() == http::field::connection) tokens.add(field.value());
+    }
+    bool no_body = is_head_ || status == 204 || status == 304;
+    capture_ = ticket_.has_value();
+    body_complete_ = true;
+    if (capture_) {
+      captured_.status = status;
+      captured_.headers.clear();
+      captured_.body.clear();
+      auto length = up_parser_->content_length();
+      std::size_t max = ticket_->policy().max_response_bytes;
+      if (length && *length > max) {
+        capture_ = false;
+        body_complete_ = false;
+      } else if (length) {
+        captured_.body.reserve(*length);
+      }
+    }
+
+    head_.clear();
+    append_status_line(head_, status, res.reason());
+    std::string_view upstream_length;
+    for (const auto& field : res) {
+      std::string_view name = field.name_string();
+      if (field.name() == http::field::content_length) {
+        upstream_length = field.value();
+        continue;
+      }
+      if (is_hop_by_hop(name, tokens)) continue;
+      if (field.name() == http::field::date) has_date = true;
+      append_field(head_, name, field.value());
+      if (ticket_) captured_.headers.emplace_back(name, field.value());
+    }
+    if (!has_date) append_field(head_, "Date", http_date());
+    chunked_out_ = false;
+    close_after_ = !keep_alive_ || worker_.draining();
+    if (no_body) {
+      // HEAD and 304 describe the representation's length without sending it.
+      if (!upstream_length.empty() && status != 204) {
+        append_field(head_, "Content-Length", upstream_length);
+      }
+    } else if (auto length = up_parser_->content_length()) {
+      append_field(head_, "Content-Length", std::to_string(*length));
+    } else if (http11_) {
+      append_field(head_, "Transfer-Encoding", "chunked");
+      chunked_out_ = true;
+    } else {
+      close_after_ = true;  // an HTTP/1.0 client learns the end from the close
+    }
+    if (close_after_) {
+      append_field(head_, "Connection", "close");
+    } else if (!http11_) {
+      append_field(head_, "Connection", "keep-alive");
+    }
+    head_.append("\r\n");
+    head_pending_ = true;
+
+    if (up_parser_->is_done()) {
+      upstream_complete();
+      return write_piece(0, true);
+    }
+    read_upstream_body();
+  }
+
+  void read_upstream_body() {
+    if (!piece_) piece_ = worker_.take_piece();
+    auto& body = up_parser_->get().body();
+    body.data = piece_.get();
+    body.size = Worker::kPieceSize;
+    up_->stream.expires_after(timeouts().upstream);
+    http::async_read_some(
+        up_->stream, up_->buffer, *up_parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_upstream_body(ec); });
+  }
+
+  void on_upstream_body(error_code ec) {
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      return upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::protocol, ec);
+    }
+    std::size_t n = Worker::kPieceSize - up_parser_->get().body().size;
+    if (capture_) {
+      if (captured_.body.size() + n > ticket_->policy().max_response_bytes) {
+        // Over max_response_bytes: the client still gets it whole, the store keeps only
+        // the status.
+        capture_ = false;
+        body_complete_ = false;
+        std::string().swap(captured_.body);
+      } else {
+        captured_.body.append(piece_.get(), n);
+      }
+    }
+    bool last = up_parser_->is_done();
+    if (last) upstream_complete();
+    if (client_gone_) {
+      if (last) return end_request();
+      return read_upstream_body();
+    }
+    if (n == 0 && !last && !head_pending_) return read_upstream_body();
+    write_piece(n, last);
+  }
+
+  /// Writes the pending head, `n` bytes of the piece buffer and, when `last`, the end of
+  /// a chunked body: one gather write.
+  void write_piece(std::size_t n, bool last) {
+    if (client_gone_) return end_request();
+    std::array<asio::const_buffer, 5> buffers;
+    std::size_t count = 0;
+    if (head_pending_) {
+      buffers[count++] = asio::buffer(head_);
+      response_started_ = true;
+    }
+    if (n > 0) {
+      if (chunked_out_) {
+        auto [end, ec] = std::to_chars(chunk_line_, chunk_line_ + 16, n, 16);
+        (void)ec;
+        end[0] = '\r';
+        end[1] = '\n';
+        buffers[count++] =
+            asio::buffer(chunk_line_, static_cast<std::size_t>(end + 2 - chunk_line_));
+        buffers[count++] = asio::buffer(piece_.get(), n);
+        buffers[count++] = asio::buffer("\r\n", 2);
+      } else {
+        buffers[count++] = asio::buffer(piece_.get(), n);
+      }
+    }
+    if (last && chunked_out_) buffers[count++] = asio::buffer("0\r\n\r\n", 5);
+    stream_.expires_after(timeouts().body);
+    asio::async_write(stream_, std::span<const asio::const_buffer>(buffers.data(), count),
+                      [self = shared_from_this(), last](error_code ec, std::size_t) {
+                        self->on_piece_written(ec, last);
+                      });
+  }
+
+  void on_piece_written(error_code ec, bool last) {
+    head_pending_ = false;
+    if (ec) {
+      // The client is gone; the upstream exchange goes on so that its response is stored.
+      client_gone_ = true;
+      worker_.metrics().client_aborts.add();
+      error_code ignored;
+      stream_.socket().close(ignored);
+    }
+    if (last) return end_request();
+    read_upstream_body();
+  }
+
+  /// The upstream's response is read whole: hand it to the engine at once (before the
+  /// client has it all), and keep the connection if it can serve another request.
+  void upstream_complete() {
+    worker_.metrics().upstream_latency.observe(Clock::now() - forward_time_);
+    renew_timer_.cancel();
+    if (up_parser_->keep_alive() && up_->buffer.size() == 0) {
+      worker_.pool().put(std::move(up_));
+    }
+    up_.reset();
+    if (ticket_) complete_ticket();
+  }
+
+  void complete_ticket() {
+    Worker* worker = &worker_;
+    auto started = Clock::now();
+    engine_->complete(std::move(*ticket_), captured_, body_complete_,
+                      [worker, started](Result<Completion> result) {
+                        // Counted on the worker's thread: metrics have one writer.
+                        auto count = [worker, started, result = std::move(result)] {
+                          auto& m = worker->metrics();
+                          m.store_latency.observe(Clock::now() - started);
+                          if (result) {
+                            m.completions[static_cast<std::size_t>(*result)].add();
+                            if (*result == Completion::lease_lost) m.lease_lost.add();
+                          }
+                        };
+                        if (ThreadLoop::current() == &worker->loop()) return count();
+                        asio::post(worker->loop(), std::move(count));
+                      });
+    ticket_.reset();
+    captured_.headers.clear();
+    release_if_large(captured_.body);
+    captured_.body.clear();
+  }
+
+  void upstream_failed(UpstreamError why, error_code ec) {
+    worker_.metrics().upstream_errors[static_cast<std::size_t>(why)].add();
+    renew_timer_.cancel();
+    up_.reset();
+    if (ticket_) {
+      // No answer to store: remove the record so that the client's retry executes.
+      engine_->abandon(std::move(*ticket_));
+      ticket_.reset();
+    }
+    if (log::enabled(log::Level::debug)) {
+      log::debug("upstream failed", LogFields()
+                                        .add("reason", why == UpstreamError::timeout   ? "timeout"
+                                                       : why == UpstreamError::connect ? "connect"
+                                                                                       : "error")
+                                        .add("error", ec.message()));
+    }
+    if (client_gone_) return end_request();
+    if (response_started_) {
+      // Part of the response is already with the client: all we can do is cut it short.
+      close_after_ = true;
+      return end_request();
+    }
+    if (why == UpstreamError::timeout) {
+      return send_problem(504, "upstream-timeout", "Upstream timed out",
+                          "The upstream did not answer in time.", !keep_alive_);
+    }
+    return send_problem(502, "upstream-unavailable", "Upstream unavailable",
+                        why == UpstreamError::connect
+                            ? "The upstream could not be reached."
+                            : "The upstream's answer was cut short or not valid HTTP.",
+                        !keep_alive_);
+  }
+
+  // ---- lease renewal ----
+
+  void arm_renewal() {
+    renew_timer_.expires_after(ticket_->renew_interval());
+    renew_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || !self->ticket_) return;
+      self->engine_->renew(*self->ticket_, [self](Result<TokenCheck> result) {
+        if (!result || *result == TokenCheck::ok) return;
+        asio::post(self->worker_.loop(), [self] {
+          // Another attempt owns the record now; our completion will be discarded.
+          self->worker_.metrics().lease_lost.add();
+          log::warn("lease lost while the upstream worked",
+                    LogFields().add("record",
+                                    self->ticket_ ? self->ticket_->record().hex() : std::string()));
+        });
+      });
+      self->arm_renewal();
+    });
+  }
+
+  // Client side.
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::string peer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::vector<HeaderField> view_headers_;
+  std::string type_base_;
+  std::string head_;      ///< the response head being written to the client
+  std::string body_out_;  ///< the body of a whole response being written
+  char chunk_line_[24] = {};
+  Phase phase_ = Phase::idle;
+  bool keep_alive_ = true;
+  bool http11_ = true;
+  bool is_head_ = false;
+  bool close_after_ = false;
+  bool client_gone_ = false;
+  bool counted_ = false;
+  Clock::time_point linger_deadline_{};
+
+  // The engine.
+  std::shared_ptr<Engine> engine_;
+  std::shared_ptr<Session> self_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::optional<Decision> inline_decision_;
+  std::optional<Ticket> ticket_;
+  bool in_begin_ = false;
+  Clock::time_point begin_time_{};
+  asio::steady_timer renew_timer_;
+
+  // Upstream side.
+  std::unique_ptr<UpstreamConnection> up_;
+  std::optional<http::response_parser<http::buffer_body>> up_parser_;
+  std::string up_head_;
+  std::unique_ptr<char[]> piece_;
+  Response captured_;
+  Clock::time_point forward_time_{};
+  bool reused_ = false;
+  bool retried_ = false;
+  bool capture_ = false;
+  bool body_complete_ = true;
+  bool chunked_out_ = false;
+  bool head_pending_ = false;
+  bool response_started_ = false;  ///< some of the upstream's response went to the client
+};
+
+}  // namespace
+
+void start_session(Worker& worker, tcp::socket socket) {
+  std::make_shared<Session>(worker, std::move(socket))->start();
+}
+
+}  // namespace idem::gateway
