@@ -110,6 +110,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     phase_ = Phase::reading;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(timeouts().max_header_bytes));
+    // The route's limit is set once the header names the route; until then Beast's
+    // default (1 MiB) must not judge the Content-Length.
+    parser_->body_limit(boost::none);
     stream_.expires_after(timeouts().header);
     http::async_read_header(
         stream_, buffer_, *parser_,
@@ -136,6 +139,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     keep_alive_ = parser_->keep_alive();
     http11_ = req.version() >= 11;
     is_head_ = req.method() == http::verb::head;
+    if (req.find(http::field::transfer_encoding) != req.end() && !parser_->chunked()) {
+      // RFC 9112 section 6.3: a request whose framing is not chunked cannot be read.
+      worker_.metrics().bad_requests.add();
+      return send_problem(400, "bad-request", "Malformed request",
+                          "Transfer-Encoding must end with chunked.", true, true);
+    }
 
     // The route decides the body limit, so it is chosen before the body is read.
     const auto& engine = worker_.runtime().engine;
@@ -279,7 +288,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void send_problem(int status, std::string_view name, std::string_view title,
                     std::string_view detail, bool close, bool linger = false) {
-    std::string_view base = type_base_.empty() ? "urn:idem:problem:" : type_base_;
+    std::string_view base =
+        type_base_.empty() ? std::string_view("urn:idem:problem:") : std::string_view(type_base_);
     write_response(gateway_problem(status, base, name, title, detail), close, linger);
   }
 
