@@ -1,0 +1,335 @@
+#include "stores/lmdb/core.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace idem::lmdb {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// Read transactions kept for reuse; a few more than the threads that usually read.
+constexpr std::size_t kReadSlots = 64;
+// New records are refused once live pages pass 7/8 of the map: the last eighth is for
+// what must not fail for want of room (completions of records already claimed, renewals,
+// removals, and the copy-on-write pages every transaction needs to free anything).
+constexpr std::size_t kClaimLimitNum = 7;
+constexpr std::size_t kClaimLimitDen = 8;
+
+std::size_t used_pages(MDB_txn* txn, const Dbis& dbis) {
+  std::size_t pages = 2;  // the two meta pages
+  // 0 and 1 are LMDB's free-page and main databases: their trees take room too.
+  for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, dbis.records, dbis.expiry, dbis.meta}) {
+    MDB_stat st;
+    if (mdb_stat(txn, dbi, &st) == 0) {
+      pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    }
+  }
+  return pages;
+}
+
+}  // namespace
+
+Core::Core(LmdbStoreOptions options, std::unique_ptr<Env> env)
+    : options_(std::move(options)), env_(std::move(env)), reads_(env_->get(), kReadSlots) {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_->get(), &info);
+  mdb_env_stat(env_->get(), &st);
+  map_bytes_ = info.me_mapsize;
+  map_pages_ = info.me_mapsize / st.ms_psize;
+
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_->get(), nullptr, MDB_RDONLY, &txn)) {
+    fail(env_->dir(), "cannot begin a transaction: " + mdb_error(rc));
+  }
+  Tables tables(txn, env_->dbis());
+  const int rc = tables.load_counters();
+  records_ = tables.record_count();
+  bytes_ = tables.bytes();
+  mdb_txn_abort(txn);
+  if (rc != 0) fail(env_->dir(), "cannot read the meta database: " + mdb_error(rc));
+}
+
+Core::~Core() = default;
+
+void Core::submit(Op op) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(op));
+  }
+  wake_.notify_one();
+}
+
+void Core::request_stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+}
+
+Result<std::optional<Record>> Core::read_live(const RecordId& id, TimePoint now) {
+  ReadTxn txn(reads_);
+  if (txn.rc() != 0) return error_of(txn.rc());
+  auto found = read_record(txn.get(), env_->dbis().records, id);
+  if (!found) {
+    if (found.error().code != Errc::corrupt_record) return found;
+    return Error{Errc::corrupt_record, "lmdb record " + id.hex() + ": " + found.error().message};
+  }
+  // Expired is absent on every path, whether or not the sweeper got there yet.
+  if (*found && now >= (*found)->expires_at) return std::optional<Record>{};
+  return found;
+}
+
+Result<void> Core::ping() {
+  ReadTxn txn(reads_);
+  if (txn.rc() != 0) return error_of(txn.rc());
+  return {};
+}
+
+std::shared_ptr<detail::WatchState> Core::add_watch(const RecordId& id, std::function<void()> fn) {
+  auto state = std::make_shared<detail::WatchState>(std::move(fn));
+  std::lock_guard lock(watch_mutex_);
+  watchers_[id].push_back(state);
+  return state;
+}
+
+void Core::remove_watch(const RecordId& id, const detail::WatchState* state) {
+  std::lock_guard lock(watch_mutex_);
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  auto& list = it->second;
+  std::erase_if(list, [&](const auto& w) { return w.get() == state; });
+  if (list.empty()) watchers_.erase(it);
+}
+
+void Core::notify(const RecordId& id) {
+  std::vector<std::shared_ptr<detail::WatchState>> list;
+  {
+    std::lock_guard lock(watch_mutex_);
+    auto it = watchers_.find(id);
+    if (it == watchers_.end()) return;
+    list = it->second;
+  }
+  for (const auto& w : list) w->fire();  // outside the lock: a callback may unwatch
+}
+
+LmdbStoreCounters Core::counters() const {
+  constexpr auto r = std::memory_order_relaxed;
+  return {transactions_.load(r), operations_.load(r), syncs_.load(r), store_full_.load(r),
+          read_answers_.load(r), sweeps_.load(r),     swept_.load(r)};
+}
+
+Error Core::error_of(int rc) const {
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+    return Error{Errc::store_full, "lmdb store at " + env_->dir().string() + " is full (" +
+                                       mdb_error(rc) + ", map_size " + std::to_string(map_bytes_) +
+                                       " bytes); the operation was not stored"};
+  }
+  return Error{Errc::store_unavailable,
+               "lmdb store at " + env_->dir().string() + ": " + mdb_error(rc)};
+}
+
+ApplyContext Core::context(MDB_txn* txn, TimePoint now) const {
+  ApplyContext ctx;
+  ctx.now = now;
+  const std::size_t used = used_pages(txn, env_->dbis());
+  if (used * kClaimLimitDen > map_pages_ * kClaimLimitNum) {
+    ctx.claims_allowed = false;
+    ctx.full_error = "lmdb store at " + env_->dir().string() + " is full: " +
+                     std::to_string(used * 100 / std::max<std::size_t>(map_pages_, 1)) +
+                     "% of map_size (" + std::to_string(map_bytes_) +
+                     " bytes) in use, new records are refused above 87%; raise map_size or "
+                     "shorten ttl";
+  }
+  return ctx;
+}
+
+int Core::commit(std::span<Op> ops, TimePoint now) {
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
+  Tables tables(txn, env_->dbis());
+  int rc = tables.load_counters();
+  const ApplyContext ctx = context(txn, now);
+  for (Op& op : ops) {
+    if (rc != 0) break;
+    rc = apply(tables, op, ctx);
+  }
+  if (rc == 0) rc = tables.save_counters();
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  const std::uint64_t records = tables.record_count();
+  if ((rc = mdb_txn_commit(txn))) return rc;  // a failed commit frees the txn too
+  records_.store(records, std::memory_order_relaxed);
+  bytes_.store(tables.bytes(), std::memory_order_relaxed);
+  transactions_.fetch_add(1, std::memory_order_relaxed);
+  operations_.fetch_add(ops.size(), std::memory_order_relaxed);
+  return 0;
+}
+
+int Core::sync() {
+  const int rc = mdb_env_sync(env_->get(), 1);
+  if (rc == 0) {
+    syncs_.fetch_add(1, std::memory_order_relaxed);
+    unsynced_ = false;
+  }
+  return rc;
+}
+
+void Core::run_batch(std::span<Op> ops) {
+  const TimePoint now = options_.clock->now();
+  bool committed = false;
+  if (int rc = commit(ops, now); rc == 0) {
+    committed = true;
+  } else if (ops.size() == 1) {
+    std::visit([&](auto& o) { o.pending.result = error_of(rc); }, ops[0]);
+  } else {
+    // Typically MDB_MAP_FULL: one operation did not fit. Alone, each one that fits
+    // succeeds (a completion must not be lost with a claim), and only the others fail.
+    for (Op& op : ops) {
+      if (int one = commit(std::span<Op>(&op, 1), now); one == 0) {
+        committed = true;
+      } else {
+        std::visit([&](auto& o) { o.pending.result = error_of(one); }, op);
+      }
+    }
+  }
+  if (committed) {
+    unsynced_ = true;
+    if (options_.durability == Durability::power) {
+      if (int rc = sync(); rc != 0) {
+        const Error error{Errc::store_unavailable, "lmdb store at " + env_->dir().string() +
+                                                       ": flush to disk failed (" + mdb_error(rc) +
+                                                       "); the write may not be durable"};
+        for (Op& op : ops) std::visit([&](auto& o) { o.pending.result = error; }, op);
+      }
+    }
+  }
+  for (Op& op : ops) deliver(op);
+}
+
+void Core::deliver(Op& op) {
+  const RecordId id = op_id(op);
+  std::visit(
+      [&](auto& o) {
+        auto& p = o.pending;
+        if (!p.result) p.result.emplace(Error{Errc::store_unavailable, "lmdb: no result"});
+        if (!p.result->has_value() && p.result->error().code == Errc::store_full) {
+          store_full_.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (p.notify && p.result->has_value()) notify(id);
+        auto done = std::move(p.done);
+        done(std::move(*p.result));
+      },
+      op);
+}
+
+bool Core::sweep(TimePoint now) {
+  MDB_txn* txn = nullptr;
+  if (mdb_txn_begin(env_->get(), nullptr, 0, &txn) != 0) return false;
+  const std::int64_t now_ms = to_ms(now);
+  const std::size_t batch = std::max<std::size_t>(options_.sweep_batch, 1);
+  // The due index keys first, then the removals: deleting under an open cursor would
+  // need LMDB's cursor fix-ups to be right about positions.
+  std::vector<std::string> due;
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn, env_->dbis().expiry, &cursor);
+  if (rc == 0) {
+    MDB_val key, val;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0 && due.size() <= batch;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+      std::int64_t ms;
+      RecordId id;
+      // A malformed key cannot be ours: drop it like a due one.
+      if (parse_expiry_key(as_view(key), ms, id) && ms > now_ms) break;
+      due.emplace_back(as_view(key));
+    }
+    mdb_cursor_close(cursor);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+  }
+  const bool more = due.size() > batch;
+  if (more) due.pop_back();
+
+  Tables tables(txn, env_->dbis());
+  if (rc == 0) rc = tables.load_counters();
+  std::uint64_t removed = 0;
+  for (const std::string& key : due) {
+    if (rc != 0) break;
+    std::int64_t ms = 0;
+    RecordId id;
+    Found found;
+    if (parse_expiry_key(key, ms, id) && (rc = tables.find(id, found)) == 0 && found.present() &&
+        found.record->has_value() && to_ms((*found.record)->expires_at) == ms) {
+      rc = tables.remove(id, found);  // the record and this index entry
+      ++removed;
+      continue;
+    }
+    if (rc != 0) break;
+    // A stale entry (the record moved on or is gone) or one for bytes that no longer
+    // decode: only the index entry goes, never data the sweeper cannot read.
+    MDB_val k = as_val(key);
+    rc = mdb_del(txn, env_->dbis().expiry, &k, nullptr);
+    if (rc == MDB_NOTFOUND) rc = 0;
+  }
+  if (rc == 0) rc = tables.save_counters();
+  if (rc != 0 || due.empty()) {
+    mdb_txn_abort(txn);
+    return false;  // on failure (a full map) the next interval tries again
+  }
+  const std::uint64_t records = tables.record_count();
+  if (mdb_txn_commit(txn) != 0) return false;
+  unsynced_ = true;
+  records_.store(records, std::memory_order_relaxed);
+  bytes_.store(tables.bytes(), std::memory_order_relaxed);
+  if (removed > 0) {
+    sweeps_.fetch_add(1, std::memory_order_relaxed);
+    swept_.fetch_add(removed, std::memory_order_relaxed);
+  }
+  return more;
+}
+
+void Core::run() {
+  const auto sweep_every = std::max(options_.sweep_interval, std::chrono::milliseconds(1));
+  const bool background_sync =
+      options_.durability == Durability::process && options_.sync_interval.count() > 0;
+  auto next_sweep = SteadyClock::now() + sweep_every;
+  auto next_sync = SteadyClock::now() + options_.sync_interval;
+  const std::size_t max_batch = std::max<std::size_t>(options_.max_batch, 1);
+  std::vector<Op> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      auto deadline = next_sweep;
+      if (background_sync && unsynced_) deadline = std::min(deadline, next_sync);
+      wake_.wait_until(lock, deadline, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty() && stop_) break;
+      const std::size_t n = std::min(queue_.size(), max_batch);
+      for (std::size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    if (!batch.empty()) {
+      run_batch(batch);
+      batch.clear();  // callbacks may hold the last reference to their captures
+    }
+    const auto now = SteadyClock::now();
+    if (now >= next_sweep) {
+      next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;
+    }
+    if (background_sync && unsynced_ && now >= next_sync) {
+      (void)sync();  // a failure leaves unsynced_ set: the next interval tries again
+      next_sync = now + options_.sync_interval;
+    }
+  }
+  // A clean shutdown leaves nothing only in the page cache.
+  if (unsynced_) (void)sync();
+}
+
+}  // namespace idem::lmdb

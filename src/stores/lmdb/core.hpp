@@ -1,0 +1,97 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "idem/lmdb_store.hpp"
+#include "stores/lmdb/env.hpp"
+#include "stores/lmdb/ops.hpp"
+#include "stores/lmdb/read_pool.hpp"
+#include "stores/memory/watch_state.hpp"
+
+namespace idem::lmdb {
+
+/// The LMDB store's state, shared by the Store object and its writer thread (which may
+/// outlive it by one batch when the last reference is dropped from a callback).
+///
+/// Writes: submit() queues an operation; run(), on the writer thread, takes up to
+/// max_batch queued operations, applies them in ONE write transaction, commits (and
+/// flushes for Durability::power), and only then calls back and wakes watchers. When the
+/// transaction fails (MDB_MAP_FULL), the operations are retried one per transaction, so a
+/// completion that fits is not lost with a claim that does not. Between batches the writer
+/// sweeps expired records in bounded transactions, oldest first, from the expiry index.
+class Core {
+ public:
+  Core(LmdbStoreOptions options, std::unique_ptr<Env> env);
+  ~Core();
+
+  // Any thread.
+  void submit(Op op);
+  /// The record if present and unexpired at `now`, read in a pooled read transaction.
+  Result<std::optional<Record>> read_live(const RecordId& id, TimePoint now);
+  Result<void> ping();
+  std::shared_ptr<detail::WatchState> add_watch(const RecordId& id, std::function<void()> fn);
+  void remove_watch(const RecordId& id, const detail::WatchState* state);
+  void count_read_answer() noexcept { read_answers_.fetch_add(1, std::memory_order_relaxed); }
+  LmdbStoreCounters counters() const;
+  StoreStats stats() const {
+    return {records_.load(std::memory_order_relaxed), bytes_.load(std::memory_order_relaxed)};
+  }
+  const LmdbStoreOptions& options() const noexcept { return options_; }
+  const std::filesystem::path& path() const noexcept { return env_->dir(); }
+  /// The writer finishes what is queued, then run() returns.
+  void request_stop();
+
+  /// The writer thread's loop.
+  void run();
+
+ private:
+  void run_batch(std::span<Op> ops);
+  int commit(std::span<Op> ops, TimePoint now);
+  ApplyContext context(MDB_txn* txn, TimePoint now) const;
+  /// Removes up to sweep_batch expired records; true when more are due.
+  bool sweep(TimePoint now);
+  int sync();
+  Error error_of(int rc) const;
+  void deliver(Op& op);
+  void notify(const RecordId& id);
+
+  const LmdbStoreOptions options_;
+  std::unique_ptr<Env> env_;
+  ReadPool reads_;  // after env_: destroyed (its transactions aborted) before the env closes
+  std::size_t map_bytes_ = 0;  // as LMDB has it: an existing environment keeps its own
+  std::size_t map_pages_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Op> queue_;
+  bool stop_ = false;
+
+  // Writer thread only.
+  bool unsynced_ = false;
+
+  std::mutex watch_mutex_;
+  std::unordered_map<RecordId, std::vector<std::shared_ptr<detail::WatchState>>, DigestHash>
+      watchers_;
+
+  std::atomic<std::uint64_t> records_{0};
+  std::atomic<std::uint64_t> bytes_{0};
+  std::atomic<std::uint64_t> transactions_{0};
+  std::atomic<std::uint64_t> operations_{0};
+  std::atomic<std::uint64_t> syncs_{0};
+  std::atomic<std::uint64_t> store_full_{0};
+  std::atomic<std::uint64_t> read_answers_{0};
+  std::atomic<std::uint64_t> sweeps_{0};
+  std::atomic<std::uint64_t> swept_{0};
+};
+
+}  // namespace idem::lmdb

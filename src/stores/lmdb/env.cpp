@@ -1,0 +1,250 @@
+// Opening a data directory. Everything that can refuse a directory happens here, before
+// the first write, so that a wrong --store path or a directory from a newer idem fails
+// start-up with one line and leaves the bytes as they were.
+
+#include "stores/lmdb/env.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <utility>
+
+#include "idem/lmdb_store.hpp"
+
+namespace idem::lmdb {
+namespace fs = std::filesystem;
+
+std::string mdb_error(int rc) {
+  const char* name = nullptr;
+  switch (rc) {
+    case MDB_MAP_FULL:
+      name = "MDB_MAP_FULL";
+      break;
+    case MDB_TXN_FULL:
+      name = "MDB_TXN_FULL";
+      break;
+    case MDB_INVALID:
+      name = "MDB_INVALID";
+      break;
+    case MDB_VERSION_MISMATCH:
+      name = "MDB_VERSION_MISMATCH";
+      break;
+    case MDB_CORRUPTED:
+      name = "MDB_CORRUPTED";
+      break;
+    case MDB_PANIC:
+      name = "MDB_PANIC";
+      break;
+    case MDB_READERS_FULL:
+      name = "MDB_READERS_FULL";
+      break;
+    case MDB_INCOMPATIBLE:
+      name = "MDB_INCOMPATIBLE";
+      break;
+    default:
+      break;
+  }
+  std::string text = mdb_strerror(rc);
+  return name ? std::string(name) + ": " + text : text;
+}
+
+void fail(const fs::path& dir, std::string_view what) {
+  throw LmdbStoreError("lmdb store at " + dir.string() + ": " + std::string(what));
+}
+
+namespace {
+
+// Directories open in this process, by device and inode (two spellings of one path
+// are one directory). LMDB's POSIX locks break if a process opens an environment twice.
+std::mutex g_open_mutex;
+std::set<std::pair<std::uint64_t, std::uint64_t>> g_open;
+
+struct EnvCloser {
+  MDB_env* env = nullptr;
+  ~EnvCloser() {
+    if (env) mdb_env_close(env);
+  }
+  MDB_env* release() noexcept { return std::exchange(env, nullptr); }
+};
+
+struct TxnAborter {
+  MDB_txn* txn = nullptr;
+  ~TxnAborter() {
+    if (txn) mdb_txn_abort(txn);
+  }
+};
+
+MDB_env* open_raw(const fs::path& dir, unsigned flags, std::size_t map_size) {
+  EnvCloser env;
+  int rc = mdb_env_create(&env.env);
+  if (rc != 0) fail(dir, "cannot create an LMDB environment: " + mdb_error(rc));
+  mdb_env_set_maxdbs(env.env, 4);
+  mdb_env_set_maxreaders(env.env, kMaxReaders);
+  if (map_size != 0) {
+    rc = mdb_env_set_mapsize(env.env, map_size);
+    if (rc != 0) fail(dir, "map_size " + std::to_string(map_size) + ": " + mdb_error(rc));
+  }
+  rc = mdb_env_open(env.env, dir.c_str(), flags, 0600);
+  if (rc == MDB_INVALID) {
+    fail(dir, "data.mdb is not an LMDB environment (" + mdb_error(rc) + "); nothing was changed");
+  }
+  if (rc == MDB_VERSION_MISMATCH) {
+    fail(dir, "data.mdb was written by an incompatible LMDB version (" + mdb_error(rc) +
+                  "); nothing was changed");
+  }
+  if (rc != 0) fail(dir, "cannot open the LMDB environment: " + mdb_error(rc));
+  return env.release();
+}
+
+// Reads the meta database and the table handles. With `create`, makes a fresh layout
+// instead (the environment was just created).
+Dbis open_layout(const fs::path& dir, MDB_env* env, bool create) {
+  TxnAborter txn;
+  int rc = mdb_txn_begin(env, nullptr, create ? 0 : MDB_RDONLY, &txn.txn);
+  if (rc != 0) fail(dir, "cannot begin a transaction: " + mdb_error(rc));
+  const unsigned flags = create ? MDB_CREATE : 0;
+  Dbis dbis;
+  rc = mdb_dbi_open(txn.txn, kMetaDb, flags, &dbis.meta);
+  if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+    fail(dir,
+         "data.mdb is an LMDB environment but not an idem data directory (no meta "
+         "database); nothing was changed");
+  }
+  if (rc != 0) fail(dir, "cannot open the meta database: " + mdb_error(rc));
+  if (create) {
+    std::uint32_t version = kFormatVersion;
+    MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
+    MDB_val val{sizeof version, &version};
+    rc = mdb_put(txn.txn, dbis.meta, &key, &val, 0);
+    if (rc != 0) fail(dir, "cannot write the format version: " + mdb_error(rc));
+  } else {
+    MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
+    MDB_val val;
+    rc = mdb_get(txn.txn, dbis.meta, &key, &val);
+    if (rc == MDB_NOTFOUND)
+      fail(dir, "the meta database has no format version; nothing was changed");
+    if (rc != 0) fail(dir, "cannot read the format version: " + mdb_error(rc));
+    if (val.mv_size != sizeof(std::uint32_t)) {
+      fail(dir, "the format version is " + std::to_string(val.mv_size) +
+                    " bytes long, expected 4; nothing was changed");
+    }
+    std::uint32_t version;
+    std::memcpy(&version, val.mv_data, sizeof version);
+    if (version != kFormatVersion) {
+      fail(dir, "idem format version " + std::to_string(version) +
+                    " is not supported (this build reads version " +
+                    std::to_string(kFormatVersion) + "); nothing was changed");
+    }
+  }
+  for (auto [name, dbi] : {std::pair{kRecordsDb, &dbis.records}, {kExpiryDb, &dbis.expiry}}) {
+    rc = mdb_dbi_open(txn.txn, name, flags, dbi);
+    if (rc == MDB_NOTFOUND) {
+      fail(dir, std::string("the ") + name + " database is missing; nothing was changed");
+    }
+    if (rc != 0) fail(dir, std::string("cannot open the ") + name + " database: " + mdb_error(rc));
+  }
+  // Committing, even read-only, keeps the handles open for later transactions.
+  rc = mdb_txn_commit(std::exchange(txn.txn, nullptr));
+  if (rc != 0) fail(dir, "cannot commit the layout: " + mdb_error(rc));
+  return dbis;
+}
+
+bool has_data(const fs::path& dir) {
+  std::error_code ec;
+  const auto size = fs::file_size(dir / "data.mdb", ec);
+  // An empty data.mdb holds nothing: LMDB initialises it like a missing one.
+  return !ec && size > 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
+  std::unique_ptr<Env> self(new Env());
+  self->dir_ = dir;
+  std::error_code ec;
+  if (options.access == Access::create) {
+    fs::create_directories(dir, ec);
+    if (ec) fail(dir, "cannot create the directory: " + ec.message());
+  }
+  if (!fs::is_directory(dir, ec)) {
+    fail(dir, fs::exists(dir) ? "not a directory" : "no such data directory");
+  }
+
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) fail(dir, std::string("stat: ") + std::strerror(errno));
+  {
+    std::lock_guard lock(g_open_mutex);
+    if (!g_open.emplace(st.st_dev, st.st_ino).second) {
+      fail(dir, "already open in this process");
+    }
+    self->registry_dev_ = st.st_dev;
+    self->registry_ino_ = st.st_ino;
+    self->registered_ = true;
+  }
+
+  // idem.lock: shared by every user of the directory, exclusive for compaction, which
+  // LMDB's own lock file cannot express (it lets any number of processes in).
+  const fs::path lock_path = dir / "idem.lock";
+  self->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (self->lock_fd_ < 0 && options.access == Access::read_only) {
+    self->lock_fd_ = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (self->lock_fd_ < 0) fail(dir, "cannot open idem.lock: " + std::string(std::strerror(errno)));
+  const bool exclusive = options.access == Access::exclusive;
+  if (::flock(self->lock_fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) fail(dir, "flock idem.lock: " + std::string(std::strerror(errno)));
+    fail(dir, exclusive ? "in use by another process (a gateway or idemctl); stop it first"
+                        : "a compaction is running; try again when it is done");
+  }
+
+  const bool fresh = !has_data(dir);
+  if (fresh && options.access != Access::create) fail(dir, "holds no idem data (no data.mdb)");
+
+  const unsigned base = MDB_NOTLS | MDB_NORDAHEAD;
+  if (options.access == Access::read_only) {
+    self->env_ = open_raw(dir, base | MDB_RDONLY, 0);
+    self->dbis_ = open_layout(dir, self->env_, false);
+    return self;
+  }
+  if (!fresh) {
+    // Checked read-only first: opening read-write must not be the first thing that
+    // touches a directory that turns out not to be ours.
+    EnvCloser check{open_raw(dir, base | MDB_RDONLY, 0)};
+    open_layout(dir, check.env, false);
+  }
+  // MDB_NOMETASYNC for power: commits fdatasync the data pages before writing the meta
+  // page (so a crash never leaves a meta page pointing at unwritten pages), and the store
+  // flushes that meta page itself with mdb_env_sync before it calls back.
+  const unsigned sync = options.power ? MDB_NOMETASYNC : MDB_NOSYNC;
+  self->env_ = open_raw(dir, base | sync, options.map_size);
+  int dead = 0;
+  mdb_reader_check(self->env_, &dead);  // slots of killed processes would pin old pages
+  self->dbis_ = open_layout(dir, self->env_, fresh);
+  if (fresh) {
+    const int rc = mdb_env_sync(self->env_, 1);
+    if (rc != 0) fail(dir, "cannot flush the new environment: " + mdb_error(rc));
+  }
+  return self;
+}
+
+void Env::close_environment() noexcept {
+  if (env_) mdb_env_close(std::exchange(env_, nullptr));
+}
+
+Env::~Env() {
+  close_environment();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  if (registered_) {
+    std::lock_guard lock(g_open_mutex);
+    g_open.erase({registry_dev_, registry_ino_});
+  }
+}
+
+}  // namespace idem::lmdb

@@ -1,0 +1,87 @@
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace idem::lmdb {
+
+/// The layout of an idem data directory, version 1. Three named databases:
+///   records  id bytes -> encode_record(record)
+///   expiry   (expires_at in ms, offset to sort as unsigned, big-endian) ++ id -> empty;
+///            the sweeper walks it from the front, so it never scans unexpired records
+///   meta     "format_version" -> u32, "last_token" -> u64, "bytes" -> u64, in native
+///            byte order like LMDB's own pages (a data file never moves across byte orders)
+inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr const char* kRecordsDb = "records";
+inline constexpr const char* kExpiryDb = "expiry";
+inline constexpr const char* kMetaDb = "meta";
+inline constexpr std::string_view kFormatVersionKey = "format_version";
+inline constexpr std::string_view kLastTokenKey = "last_token";
+inline constexpr std::string_view kBytesKey = "bytes";
+/// Every opener uses the same reader table size: the first one fixes it in lock.mdb.
+inline constexpr unsigned kMaxReaders = 256;
+
+/// "MDB_MAP_FULL: Environment mapsize limit reached" and the like.
+std::string mdb_error(int rc);
+
+/// Throws LmdbStoreError "lmdb store at DIR: WHAT".
+[[noreturn]] void fail(const std::filesystem::path& dir, std::string_view what);
+
+struct Dbis {
+  MDB_dbi records = 0;
+  MDB_dbi expiry = 0;
+  MDB_dbi meta = 0;
+};
+
+/// How an Env is opened.
+enum class Access {
+  create,      ///< the store: creates the directory and the environment when absent
+  read_only,   ///< list and inspect
+  read_write,  ///< erase and flush: the directory must exist
+  exclusive,   ///< compaction: read-write, and no other process may have it open
+};
+
+/// An open, validated environment, with what keeps it ours: the directory's idem.lock
+/// held shared (exclusive for compaction) and the directory registered as open in this
+/// process, because LMDB forbids opening one environment twice in a process.
+class Env {
+ public:
+  struct Options {
+    Access access = Access::create;
+    std::size_t map_size = 0;  ///< 0 keeps the environment's own
+    bool power = false;        ///< sync commits; otherwise MDB_NOSYNC
+  };
+
+  /// Validates before any write: an existing data.mdb is first opened read-only and its
+  /// meta database checked, so a foreign or newer directory is refused untouched.
+  static std::unique_ptr<Env> open(const std::filesystem::path& dir, const Options& options);
+  ~Env();
+  Env(const Env&) = delete;
+  Env& operator=(const Env&) = delete;
+
+  MDB_env* get() const noexcept { return env_; }
+  const Dbis& dbis() const noexcept { return dbis_; }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+  std::filesystem::path data_file() const { return dir_ / "data.mdb"; }
+
+  /// Closes the environment now (compaction swaps the file after this); the locks stay.
+  void close_environment() noexcept;
+
+ private:
+  Env() = default;
+  std::filesystem::path dir_;
+  MDB_env* env_ = nullptr;
+  Dbis dbis_;
+  int lock_fd_ = -1;
+  std::uint64_t registry_dev_ = 0;
+  std::uint64_t registry_ino_ = 0;
+  bool registered_ = false;
+};
+
+}  // namespace idem::lmdb

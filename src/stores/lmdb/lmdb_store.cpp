@@ -1,0 +1,133 @@
+// The LMDB store's public face: reads on the caller's thread, writes queued for the writer
+// thread (core.cpp). A claim first looks in a read transaction: when the record is there
+// and the claim cannot take it (completed, or in flight under a live lease, or the caller
+// does not take over), the answer needs no write and is given at once. That is every
+// replay. Only creating or taking over a record goes to the writer, which checks again
+// inside its write transaction, so two claims racing for one key still get one winner.
+
+#include "idem/lmdb_store.hpp"
+
+#include <thread>
+#include <utility>
+
+#include "stores/lmdb/core.hpp"
+
+namespace idem {
+namespace {
+
+using lmdb::Core;
+
+class LmdbWatch final : public Watch {
+ public:
+  LmdbWatch(std::weak_ptr<Core> core, RecordId id, std::shared_ptr<detail::WatchState> state)
+      : core_(std::move(core)), id_(id), state_(std::move(state)) {}
+  ~LmdbWatch() override {
+    if (auto core = core_.lock()) core->remove_watch(id_, state_.get());
+    state_->cancel();
+  }
+
+ private:
+  std::weak_ptr<Core> core_;
+  RecordId id_;
+  std::shared_ptr<detail::WatchState> state_;
+};
+
+class LmdbStoreImpl final : public LmdbStore {
+ public:
+  explicit LmdbStoreImpl(std::shared_ptr<Core> core)
+      : core_(std::move(core)), writer_([core = core_] { core->run(); }) {}
+
+  ~LmdbStoreImpl() override {
+    core_->request_stop();
+    // Dropped from a callback on the writer thread itself: that thread cannot join
+    // itself; it finishes the queue and releases the Core (and the environment) alone.
+    if (writer_.get_id() == std::this_thread::get_id()) {
+      writer_.detach();
+    } else {
+      writer_.join();
+    }
+  }
+
+  void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
+    const TimePoint now = core_->options().clock->now();
+    auto found = core_->read_live(request.id, now);
+    if (!found) {
+      done(found.error());
+      return;
+    }
+    if (*found) {
+      Record& rec = **found;
+      const bool take_over = request.take_over_expired && rec.lease_expired(now) &&
+                             rec.fingerprint == request.fingerprint;
+      if (!take_over) {
+        core_->count_read_answer();
+        ClaimOutcome out;
+        out.existing = std::move(rec);
+        done(std::move(out));
+        return;
+      }
+    }
+    core_->submit(lmdb::ClaimOp{std::move(request), {std::move(done)}});
+  }
+
+  void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
+                Callback<TokenCheck> done) override {
+    core_->submit(lmdb::CompleteOp{id, token, std::move(response), ttl, {std::move(done)}});
+  }
+
+  void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
+    core_->submit(lmdb::ReleaseOp{id, token, {std::move(done)}});
+  }
+
+  void renew(const RecordId& id, std::uint64_t token, Duration lease,
+             Callback<TokenCheck> done) override {
+    core_->submit(lmdb::RenewOp{id, token, lease, {std::move(done)}});
+  }
+
+  void get(const RecordId& id, Callback<std::optional<Record>> done) override {
+    done(core_->read_live(id, core_->options().clock->now()));
+  }
+
+  void erase(const RecordId& id, Callback<bool> done) override {
+    core_->submit(lmdb::EraseOp{id, {std::move(done)}});
+  }
+
+  std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {
+    auto state = core_->add_watch(id, std::move(changed));
+    return std::make_unique<LmdbWatch>(core_, id, std::move(state));
+  }
+
+  void ping(Callback<bool> done) override {
+    auto r = core_->ping();
+    if (r) {
+      done(true);
+    } else {
+      done(r.error());
+    }
+  }
+
+  StoreStats stats() const override { return core_->stats(); }
+  std::string_view kind() const noexcept override { return "lmdb"; }
+  LmdbStoreCounters counters() const override { return core_->counters(); }
+  const std::filesystem::path& path() const noexcept override { return core_->path(); }
+
+ private:
+  std::shared_ptr<Core> core_;
+  std::thread writer_;
+};
+
+}  // namespace
+
+std::shared_ptr<LmdbStore> make_lmdb_store(LmdbStoreOptions options) {
+  if (!options.clock) options.clock = std::make_shared<SystemClock>();
+  if (options.path.empty()) throw LmdbStoreError("lmdb store: no path given");
+  lmdb::Env::Options env_options;
+  env_options.access = lmdb::Access::create;
+  env_options.map_size = options.map_size;
+  env_options.power = options.durability == Durability::power;
+  auto env = lmdb::Env::open(options.path, env_options);
+  auto core = std::make_shared<Core>(std::move(options), std::move(env));
+  return std::make_shared<LmdbStoreImpl>(std::move(core));
+}
+
+}  // namespace idem

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include "idem/store.hpp"
+#include "stores/lmdb/tables.hpp"
+
+namespace idem::lmdb {
+
+/// What the writer hands back once an operation's transaction is committed.
+template <class T>
+struct Pending {
+  Pending(Callback<T> callback) : done(std::move(callback)) {}  // NOLINT: implicit on purpose
+
+  Callback<T> done;
+  std::optional<Result<T>> result;
+  bool notify = false;  ///< the record completed or went away: wake its watchers
+};
+
+struct ClaimOp {
+  ClaimRequest request;
+  Pending<ClaimOutcome> pending;
+};
+struct CompleteOp {
+  RecordId id;
+  std::uint64_t token;
+  StoredResponse response;
+  Duration ttl;
+  Pending<TokenCheck> pending;
+};
+struct ReleaseOp {
+  RecordId id;
+  std::uint64_t token;
+  Pending<TokenCheck> pending;
+};
+struct RenewOp {
+  RecordId id;
+  std::uint64_t token;
+  Duration lease;
+  Pending<TokenCheck> pending;
+};
+struct EraseOp {
+  RecordId id;
+  Pending<bool> pending;
+};
+
+/// One queued write. Applying it never consumes its inputs, so a batch that failed as a
+/// whole can be applied again one operation at a time.
+using Op = std::variant<ClaimOp, CompleteOp, ReleaseOp, RenewOp, EraseOp>;
+
+/// What every operation of one transaction shares.
+struct ApplyContext {
+  TimePoint now;
+  /// False when the map is nearly full: new records are refused with `full_error`, so the
+  /// room left stays for completions, renewals and removals.
+  bool claims_allowed = true;
+  std::string full_error;
+};
+
+/// Applies `op` inside `tables`' transaction and records its result in the op. Returns 0,
+/// or an LMDB error code after which the transaction must be aborted (the op's result is
+/// then meaningless).
+int apply(Tables& tables, Op& op, const ApplyContext& ctx);
+
+/// The record an operation is about.
+const RecordId& op_id(const Op& op);
+
+}  // namespace idem::lmdb

@@ -1,0 +1,92 @@
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "idem/clock.hpp"
+#include "idem/digest.hpp"
+#include "idem/record.hpp"
+#include "idem/result.hpp"
+#include "stores/lmdb/env.hpp"
+
+namespace idem::lmdb {
+
+inline MDB_val as_val(std::string_view s) noexcept {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+inline std::string_view as_view(const MDB_val& v) noexcept {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+inline std::string_view id_bytes(const RecordId& id) noexcept {
+  return {reinterpret_cast<const char*>(id.bytes().data()), id.size()};
+}
+
+/// The expiry index key of a record: 8 bytes that sort like the time, then the id.
+std::string expiry_key(TimePoint expires_at, const RecordId& id);
+/// The expiry time (in ms) and id held in an expiry key; false when it is malformed.
+bool parse_expiry_key(std::string_view key, std::int64_t& expires_ms, RecordId& id);
+std::int64_t to_ms(TimePoint t) noexcept;
+
+/// A stored record as found in a transaction.
+struct Found {
+  std::optional<Result<Record>> record;  ///< empty: no such id; an error: it does not decode
+  std::size_t size = 0;                  ///< key + value bytes, for the byte counter
+
+  bool present() const noexcept { return record.has_value(); }
+  bool live(TimePoint now) const noexcept {
+    return record && record->has_value() && now < (*record)->expires_at;
+  }
+};
+
+/// One write transaction's view of the tables. Keeps the byte counter and the fencing
+/// token counter of the meta database, read at the start and written by save(), so that
+/// every process writing the directory (a gateway, idemctl) keeps them consistent.
+/// Methods return 0 or an LMDB error code; after an error the caller aborts the txn.
+class Tables {
+ public:
+  Tables(MDB_txn* txn, const Dbis& dbis) noexcept : txn_(txn), dbis_(dbis) {}
+
+  int load_counters();
+  int save_counters();
+
+  int find(const RecordId& id, Found& out);
+  /// Writes `record`, replacing what `old` found (its expiry index entry too).
+  int put(const RecordId& id, const Record& record, const Found& old);
+  /// Removes what `old` found.
+  int remove(const RecordId& id, const Found& old);
+
+  std::uint64_t issue_token() noexcept {
+    tokens_dirty_ = true;
+    return ++last_token_;
+  }
+  std::uint64_t bytes() const noexcept { return bytes_; }
+  void reset_bytes() noexcept {
+    bytes_ = 0;
+    bytes_dirty_ = true;
+  }
+  /// Records in the records database now (expired ones included until swept).
+  std::uint64_t record_count() const;
+  MDB_txn* txn() const noexcept { return txn_; }
+  const Dbis& dbis() const noexcept { return dbis_; }
+
+ private:
+  void add_bytes(std::size_t add, std::size_t sub) noexcept;
+
+  MDB_txn* txn_;
+  const Dbis& dbis_;
+  std::uint64_t last_token_ = 0;
+  std::uint64_t bytes_ = 0;
+  bool tokens_dirty_ = false;
+  bool bytes_dirty_ = false;
+};
+
+/// Reads one record in a read-only (or any) transaction: nullopt when absent. Decoding
+/// copies out of the map, so the result outlives the transaction.
+Result<std::optional<Record>> read_record(MDB_txn* txn, MDB_dbi records, const RecordId& id);
+
+}  // namespace idem::lmdb
