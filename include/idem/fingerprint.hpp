@@ -85,9 +85,6 @@ class Fingerprinter {
   const FingerprintOptions& options() const noexcept { return options_; }
 
  private:
-  struct Parts;
-  void canonicalize(const RequestView& request, Parts& parts) const;
-
   FingerprintOptions options_;
   JsonPointerSet ignore_;
   std::vector<std::string> header_names_;  ///< lowercased, sorted, unique

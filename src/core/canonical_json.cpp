@@ -1,11 +1,12 @@
 // RFC 8785 (JCS) canonical JSON on top of simdjson's On-Demand API.
 //
-// One pass over the document builds a small tree: every scalar is rendered canonically
-// into one text buffer as it is met, and every container becomes a list of children,
+// One pass over the document builds a small tree: every scalar is either already canonical
+// in the input (most strings, small integers, literals) or rendered canonically into a
+// text buffer as it is met, and every container becomes a list of children,
 // sorted (objects) and checked for duplicate names when the container closes. A second
 // pass writes the tree out. Each byte is thus copied a bounded number of times whatever
-// the nesting, and all buffers are per thread and reused, so a request costs no
-// allocation beyond the result.
+// the nesting, and all buffers are per thread and reused, so that fingerprinting a
+// request allocates nothing once a thread is warm.
 
 #include "core/canonical_json.hpp"
 
@@ -14,6 +15,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
 #include <memory>
 #include <vector>
 
@@ -43,20 +46,57 @@ std::string_view trim_right(std::string_view s) noexcept {
   return s;
 }
 
+/// A growable byte buffer written through raw pointers: the writers know an upper bound of
+/// what they write, so one capacity check per value replaces one per byte.
+class CharBuffer {
+ public:
+  /// Room for `extra` more bytes at the returned pointer; finish with commit().
+  char* reserve(std::size_t extra) {
+    if (size_ + extra > capacity_) grow(size_ + extra);
+    return data_.get() + size_;
+  }
+  void commit(const char* end) noexcept { size_ = static_cast<std::size_t>(end - data_.get()); }
+  void clear() noexcept { size_ = 0; }
+  const char* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+  std::string_view view(std::size_t begin, std::size_t n) const noexcept {
+    return {data_.get() + begin, n};
+  }
+
+ private:
+  void grow(std::size_t needed) {
+    std::size_t capacity = std::max({needed, 2 * capacity_, std::size_t{256}});
+    auto bigger = std::make_unique<char[]>(capacity);
+    if (size_ != 0) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = capacity;
+  }
+
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
 class Canonicalizer {
  public:
-  bool run(std::string_view json, const PointerNode* ignore, std::string& out) {
+  /// On success `out` views the result, valid until the next run().
+  bool run(std::string_view json, const PointerNode* ignore, std::string_view& out) {
     text_.clear();
+    out_.clear();
     nodes_.clear();
     open_.clear();
     closed_.clear();
     // simdjson reads up to SIMDJSON_PADDING bytes past the end of its input.
-    buffer_.resize(json.size() + simdjson::SIMDJSON_PADDING);
-    std::copy(json.begin(), json.end(), buffer_.begin());
-    end_ = buffer_.data() + json.size();
+    input_.clear();
+    char* input = input_.reserve(json.size() + simdjson::SIMDJSON_PADDING);
+    std::memcpy(input, json.data(), json.size());
+    std::memset(input + json.size(), 0, simdjson::SIMDJSON_PADDING);
+    end_ = input + json.size();
 
     od::document doc;
-    if (parser_.iterate(buffer_.data(), json.size(), buffer_.size()).get(doc)) return false;
+    if (parser_.iterate(input, json.size(), json.size() + simdjson::SIMDJSON_PADDING).get(doc)) {
+      return false;
+    }
     bool scalar = false;
     if (doc.is_scalar().get(scalar)) return false;
     std::uint32_t root = 0;
@@ -67,15 +107,15 @@ class Canonicalizer {
       if (doc.get_value().get(value) || !parse(value, ignore, 0, root)) return false;
       if (!at_end(doc)) return false;
     }
-    out.clear();
-    out.reserve(text_.size() + json.size() / 2);
-    emit(root, out);
+    emit(root);
+    out = out_.view(0, out_.size());
     return true;
   }
 
  private:
-  enum class Kind : std::uint8_t { scalar, object, array };
-  /// A value of the document. Scalars are a range of text_, containers one of closed_.
+  enum class Kind : std::uint8_t { verbatim, text, object, array };
+  /// A value of the document: a range of the input (a scalar already canonical), of text_
+  /// (a scalar rendered canonically) or of closed_ (a container's children).
   struct Node {
     Kind kind;
     std::uint32_t begin;
@@ -83,15 +123,52 @@ class Canonicalizer {
   };
   /// A member (with its name) or an element (name empty) of a container.
   struct Child {
-    std::string_view name;  // unescaped, in the parser's string buffer
+    std::string_view name;  // unescaped: in the input, or in the parser's string buffer
     std::uint32_t node;
+    bool plain_name;  // the name needs no escaping
     bool ignored;
   };
 
-  std::uint32_t add_scalar(std::size_t begin) {
-    nodes_.push_back({Kind::scalar, static_cast<std::uint32_t>(begin),
-                      static_cast<std::uint32_t>(text_.size() - begin)});
+  std::uint32_t add_node(Kind kind, std::size_t begin, std::size_t size) {
+    nodes_.push_back({kind, static_cast<std::uint32_t>(begin), static_cast<std::uint32_t>(size)});
     return static_cast<std::uint32_t>(nodes_.size() - 1);
+  }
+
+  /// A token of the input that is its own canonical form.
+  std::uint32_t add_verbatim(std::string_view token) {
+    return add_node(Kind::verbatim, token.data() - input_.data(), token.size());
+  }
+
+  /// Whether a number token is an integer of at most 15 characters (not "-0"): below 10^15
+  /// every integer is a double printed with all its digits, and JSON integers have no
+  /// leading zeros, so such a literal is already canonical.
+  static bool is_short_integer(std::string_view token) noexcept {
+    if (token.empty() || token.size() > 15 || token == "-0") return false;
+    std::size_t i = token.front() == '-' ? 1 : 0;
+    if (i == token.size() || (token[i] == '0' && token.size() > i + 1)) return false;
+    for (; i < token.size(); ++i) {
+      if (token[i] < '0' || token[i] > '9') return false;
+    }
+    return true;
+  }
+
+  /// Whether a string token needs nothing from RFC 8785: without a backslash, its bytes
+  /// are plain UTF-8 (simdjson checked the encoding and the absence of raw controls).
+  static bool is_plain_string(std::string_view token) noexcept {
+    return token.find('\\') == std::string_view::npos;
+  }
+
+  /// The name of `field` straight from the input when it has no escapes.
+  bool plain_name(od::field& field, std::string_view& name) const noexcept {
+    const char* begin = field.key().raw();
+    for (const char* q = begin; q < end_; ++q) {
+      if (*q == '"') {
+        name = std::string_view(begin, q - begin);
+        return true;
+      }
+      if (*q == '\\') return false;
+    }
+    return false;
   }
 
   /// Whether the whole input was consumed: anything after the root value is an error.
@@ -100,77 +177,102 @@ class Canonicalizer {
     return doc.current_location().get(location) == simdjson::OUT_OF_BOUNDS;
   }
 
+  bool add_number(std::string_view token, std::uint32_t& index) {
+    token = trim_right(token);
+    if (is_short_integer(token)) {  // the usual case, canonical as written
+      index = add_verbatim(token);
+      return true;
+    }
+    std::size_t begin = text_.size();
+    char* end = write_json_number(token, text_.reserve(token.size() + kNumberSlack));
+    if (end == nullptr) return false;
+    text_.commit(end);
+    std::size_t size = text_.size() - begin;
+    // Unchanged (the usual integer): point at the input, sparing a copy at emit time.
+    if (size == token.size() && std::memcmp(text_.data() + begin, token.data(), size) == 0) {
+      text_.commit(text_.data() + begin);
+      index = add_verbatim(token);
+    } else {
+      index = add_node(Kind::text, begin, size);
+    }
+    return true;
+  }
+
+  /// `token` is the string's JSON token, which bounds the size of its canonical form.
+  template <class Source>
+  bool add_string(Source& source, std::string_view token, std::uint32_t& index) {
+    token = trim_right(token);
+    if (is_plain_string(token)) {
+      index = add_verbatim(token);
+      return true;
+    }
+    std::string_view s;
+    if (source.get_string().get(s)) return false;
+    std::size_t begin = text_.size();
+    text_.commit(write_json_string(s, text_.reserve(token.size())));
+    index = add_node(Kind::text, begin, text_.size() - begin);
+    return true;
+  }
+
+  /// true, false and null, once their getter has checked them.
+  std::uint32_t add_literal(std::string_view token) { return add_verbatim(trim_right(token)); }
+
   bool parse_root_scalar(od::document& doc, std::uint32_t& index) {
     od::json_type type;
-    if (doc.type().get(type)) return false;
-    std::size_t begin = text_.size();
+    std::string_view token;
+    if (doc.type().get(type) || doc.raw_json_token().get(token)) return false;
+    // Every token runs up to the next one, so the only one must end where the input does.
+    if (token.data() + token.size() != end_) return false;
     switch (type) {
-      case od::json_type::number: {
-        std::string_view token;
-        // The token runs up to the next token: it must be the last one.
-        if (doc.raw_json_token().get(token) || token.data() + token.size() != end_) return false;
-        if (!append_json_number(trim_right(token), text_)) return false;
-        break;
-      }
-      case od::json_type::string: {
-        std::string_view s;
-        if (doc.get_string().get(s)) return false;
-        append_json_string(s, text_);
-        break;
-      }
+      case od::json_type::number:
+        return add_number(token, index);
+      case od::json_type::string:
+        return add_string(doc, token, index);
       case od::json_type::boolean: {
         bool b = false;
         if (doc.get_bool().get(b)) return false;
-        text_.append(b ? "true" : "false");
-        break;
+        index = add_literal(token);
+        return true;
       }
       case od::json_type::null: {
         bool null = false;
         if (doc.is_null().get(null) || !null) return false;
-        text_.append("null");
-        break;
+        index = add_literal(token);
+        return true;
       }
       default:
         return false;
     }
-    if (type != od::json_type::number && !at_end(doc)) return false;
-    index = add_scalar(begin);
-    return true;
   }
 
   bool parse(od::value value, const PointerNode* ignore, int depth, std::uint32_t& index) {
     od::json_type type;
     if (depth > kMaxDepth || value.type().get(type)) return false;
-    std::size_t begin = text_.size();
     switch (type) {
       case od::json_type::object:
         return parse_object(value, ignore, depth, index);
       case od::json_type::array:
         return parse_array(value, ignore, depth, index);
       case od::json_type::number:
-        if (!append_json_number(trim_right(value.raw_json_token()), text_)) return false;
-        break;
-      case od::json_type::string: {
-        std::string_view s;
-        if (value.get_string().get(s)) return false;
-        append_json_string(s, text_);
-        break;
-      }
+        return add_number(value.raw_json_token(), index);
+      case od::json_type::string:
+        return add_string(value, value.raw_json_token(), index);
       case od::json_type::boolean: {
+        std::string_view token = value.raw_json_token();
         bool b = false;
         if (value.get_bool().get(b)) return false;
-        text_.append(b ? "true" : "false");
-        break;
+        index = add_literal(token);
+        return true;
       }
       case od::json_type::null: {
+        std::string_view token = value.raw_json_token();
         bool null = false;
         if (value.is_null().get(null) || !null) return false;
-        text_.append("null");
-        break;
+        index = add_literal(token);
+        return true;
       }
     }
-    index = add_scalar(begin);
-    return true;
+    return false;
   }
 
   bool parse_object(od::value value, const PointerNode* ignore, int depth, std::uint32_t& index) {
@@ -179,14 +281,16 @@ class Canonicalizer {
     const std::size_t mark = open_.size();
     for (auto result : object) {
       od::field field;
+      if (std::move(result).get(field)) return false;
       std::string_view name;
-      if (std::move(result).get(field) || field.unescaped_key().get(name)) return false;
+      const bool plain = plain_name(field, name);
+      if (!plain && field.unescaped_key().get(name)) return false;
       // Members under an ignored pointer are still parsed: a document is canonical only
       // if all of it is valid and free of duplicate names, ignored parts included.
       const PointerNode* child = ignore ? ignore->find(name) : nullptr;
       std::uint32_t node = 0;
       if (!parse(field.value(), child, depth + 1, node)) return false;
-      open_.push_back({name, node, child && child->terminal});
+      open_.push_back({name, node, plain, child && child->terminal});
     }
     auto first = open_.begin() + static_cast<std::ptrdiff_t>(mark);
     std::sort(first, open_.end(),
@@ -214,7 +318,7 @@ class Canonicalizer {
       }
       std::uint32_t node = 0;
       if (!parse(element, child, depth + 1, node)) return false;
-      open_.push_back({{}, node, child && child->terminal});
+      open_.push_back({{}, node, true, child && child->terminal});
       ++position;
     }
     index = close(Kind::array, mark);
@@ -225,37 +329,54 @@ class Canonicalizer {
   /// leaving the ignored ones out, and adds the container's node.
   std::uint32_t close(Kind kind, std::size_t mark) {
     auto begin = static_cast<std::uint32_t>(closed_.size());
-    for (std::size_t i = mark; i < open_.size(); ++i) {
-      if (!open_[i].ignored) closed_.push_back(open_[i]);
-    }
+    std::remove_copy_if(open_.begin() + static_cast<std::ptrdiff_t>(mark), open_.end(),
+                        std::back_inserter(closed_), [](const Child& c) { return c.ignored; });
     open_.resize(mark);
     nodes_.push_back({kind, begin, static_cast<std::uint32_t>(closed_.size() - begin)});
     return static_cast<std::uint32_t>(nodes_.size() - 1);
   }
 
-  void emit(std::uint32_t index, std::string& out) const {
+  void emit(std::uint32_t index) {
     const Node& node = nodes_[index];
-    if (node.kind == Kind::scalar) {
-      out.append(text_, node.begin, node.size);
+    if (node.kind == Kind::verbatim || node.kind == Kind::text) {
+      const char* from = (node.kind == Kind::verbatim ? input_ : text_).data() + node.begin;
+      char* p = out_.reserve(node.size);
+      std::memcpy(p, from, node.size);
+      out_.commit(p + node.size);
       return;
     }
     const bool object = node.kind == Kind::object;
-    out.push_back(object ? '{' : '[');
+    char* p = out_.reserve(1);
+    *p++ = object ? '{' : '[';
+    out_.commit(p);
     for (std::uint32_t i = node.begin; i < node.begin + node.size; ++i) {
-      if (i != node.begin) out.push_back(',');
-      if (object) {
-        append_json_string(closed_[i].name, out);
-        out.push_back(':');
+      // Room for a separator, the escaped name (at most 6 bytes per byte), quotes and ':'.
+      const std::string_view name = closed_[i].name;
+      p = out_.reserve(4 + 6 * name.size());
+      if (i != node.begin) *p++ = ',';
+      if (object && closed_[i].plain_name) {
+        *p++ = '"';
+        std::memcpy(p, name.data(), name.size());
+        p += name.size();
+        *p++ = '"';
+        *p++ = ':';
+      } else if (object) {
+        p = write_json_string(name, p);
+        *p++ = ':';
       }
-      emit(closed_[i].node, out);
+      out_.commit(p);
+      emit(closed_[i].node);
     }
-    out.push_back(object ? '}' : ']');
+    p = out_.reserve(1);
+    *p++ = object ? '}' : ']';
+    out_.commit(p);
   }
 
   od::parser parser_;
-  std::vector<char> buffer_;
+  CharBuffer input_;
   const char* end_ = nullptr;
-  std::string text_;
+  CharBuffer text_;
+  CharBuffer out_;
   std::vector<Node> nodes_;
   std::vector<Child> open_;
   std::vector<Child> closed_;
@@ -263,23 +384,29 @@ class Canonicalizer {
 
 }  // namespace
 
-bool canonicalize_json_to(std::string_view json, const JsonPointerSet& ignore, std::string& out) {
-  thread_local Canonicalizer reused;
+bool canonicalize_json_into(std::string_view json, const JsonPointerSet& ignore, TextSink sink) {
+  std::string_view canonical;
   if (json.size() > kKeepCapacity) {
-    // A large body gets buffers of its own, freed at once, so that one 10 MiB request
+    // A large body gets buffers of its own, freed on return, so that one 10 MiB request
     // does not leave every worker thread holding tens of megabytes.
     auto once = std::make_unique<Canonicalizer>();
-    return once->run(json, ignore.root(), out);
+    if (!once->run(json, ignore.root(), canonical)) return false;
+    sink(canonical);
+    return true;
   }
-  return reused.run(json, ignore.root(), out);
+  thread_local Canonicalizer reused;
+  if (!reused.run(json, ignore.root(), canonical)) return false;
+  sink(canonical);
+  return true;
 }
 
 }  // namespace detail
 
 std::optional<std::string> canonicalize_json(std::string_view json, const JsonPointerSet& ignore) {
-  std::string out;
-  if (!detail::canonicalize_json_to(json, ignore, out)) return std::nullopt;
-  return out;
+  std::optional<std::string> result;
+  auto copy = [&](std::string_view canonical) { result.emplace(canonical); };
+  detail::canonicalize_json_into(json, ignore, copy);
+  return result;
 }
 
 }  // namespace idem

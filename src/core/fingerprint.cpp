@@ -162,6 +162,13 @@ void append_line(std::string& out, std::string_view label, std::string_view valu
   out.push_back('\n');
 }
 
+/// The query with its parameters sorted, in a per-thread buffer.
+std::string_view canonical_query(const RequestView& request) {
+  std::string& query = scratch().query;
+  detail::canonicalize_form_to(request.query(), query);
+  return query;
+}
+
 }  // namespace
 
 bool is_json_media_type(std::string_view content_type) noexcept {
@@ -180,12 +187,29 @@ bool is_form_media_type(std::string_view content_type) noexcept {
   return iequals(media_type_essence(content_type), "application/x-www-form-urlencoded");
 }
 
-struct Fingerprinter::Parts {
-  std::string_view query;  // canonical
-  BodyKind kind = BodyKind::raw;
-  std::string_view body;      // canonical, or raw bytes
-  bool json_refused = false;  // a JSON media type whose body is not canonical JSON
-};
+namespace {
+
+/// Calls `use(kind, bytes, json_refused)` once with what the fingerprint holds of the body:
+/// canonical JSON, sorted form, or the raw bytes (`json_refused` when a JSON media type's
+/// body is not canonical JSON). The bytes may live in per-thread buffers only during the call.
+template <class Use>
+void with_canonical_body(const RequestView& request, const JsonPointerSet& ignore, Use&& use) {
+  auto content_type = request.header("content-type");
+  if (content_type && is_json_media_type(*content_type)) {
+    auto json = [&](std::string_view canonical) { use(BodyKind::json, canonical, false); };
+    if (!detail::canonicalize_json_into(request.body, ignore, json)) {
+      use(BodyKind::raw, request.body, true);
+    }
+  } else if (content_type && is_form_media_type(*content_type)) {
+    std::string& form = scratch().body;
+    detail::canonicalize_form_to(request.body, form);
+    use(BodyKind::form, form, false);
+  } else {
+    use(BodyKind::raw, request.body, false);
+  }
+}
+
+}  // namespace
 
 Fingerprinter::Fingerprinter(FingerprintOptions options)
     : options_(std::move(options)), ignore_(options_.ignore) {
@@ -201,33 +225,11 @@ Fingerprinter::Fingerprinter(FingerprintOptions options)
   }
 }
 
-void Fingerprinter::canonicalize(const RequestView& request, Parts& parts) const {
-  Scratch& buffers = scratch();
-  detail::canonicalize_form_to(request.query(), buffers.query);
-  parts.query = buffers.query;
-  parts.body = request.body;
-  auto content_type = request.header("content-type");
-  if (content_type && is_json_media_type(*content_type)) {
-    if (detail::canonicalize_json_to(request.body, ignore_, buffers.body)) {
-      parts.kind = BodyKind::json;
-      parts.body = buffers.body;
-    } else {
-      parts.json_refused = true;
-    }
-  } else if (content_type && is_form_media_type(*content_type)) {
-    detail::canonicalize_form_to(request.body, buffers.body);
-    parts.kind = BodyKind::form;
-    parts.body = buffers.body;
-  }
-}
-
 Digest Fingerprinter::fingerprint(const RequestView& request) const {
-  Parts parts;
-  canonicalize(request, parts);
   Hasher hasher(options_.algorithm);
   hasher.part('M', request.method);
   hasher.part('P', request.path());
-  hasher.part('Q', parts.query);
+  hasher.part('Q', canonical_query(request));
   for (const auto& name : header_names_) {
     hasher.part('H', name);
     // Every value in order, then an end marker: an absent header (no values) differs
@@ -237,19 +239,19 @@ Digest Fingerprinter::fingerprint(const RequestView& request) const {
     }
     hasher.part('E', {});
   }
-  hasher.part(static_cast<char>(parts.kind), parts.body);
+  with_canonical_body(request, ignore_, [&](BodyKind kind, std::string_view body, bool) {
+    hasher.part(static_cast<char>(kind), body);
+  });
   Digest digest = hasher.finish();
   scratch().release_if_large();
   return digest;
 }
 
 std::string Fingerprinter::canonical_form(const RequestView& request) const {
-  Parts parts;
-  canonicalize(request, parts);
   std::string out;
   append_line(out, "method", request.method);
   append_line(out, "path", request.path());
-  append_line(out, "query", parts.query);
+  append_line(out, "query", canonical_query(request));
   for (const auto& name : header_names_) {
     bool present = false;
     for (const auto& field : request.headers) {
@@ -259,13 +261,15 @@ std::string Fingerprinter::canonical_form(const RequestView& request) const {
     }
     if (!present) out.append("header ").append(name).append(": (absent)\n");
   }
-  std::string label = "body (" + std::string(kind_name(parts.kind));
-  if (parts.kind == BodyKind::raw) {
-    label += ", " + std::to_string(parts.body.size()) + " bytes";
-    if (parts.json_refused) label += "; not canonical JSON: invalid or duplicate names";
-  }
-  label += ')';
-  append_line(out, label, parts.body);
+  with_canonical_body(request, ignore_, [&](BodyKind kind, std::string_view body, bool refused) {
+    std::string label = "body (" + std::string(kind_name(kind));
+    if (kind == BodyKind::raw) {
+      label += ", " + std::to_string(body.size()) + " bytes";
+      if (refused) label += "; not canonical JSON: invalid or duplicate names";
+    }
+    label += ')';
+    append_line(out, label, body);
+  });
   scratch().release_if_large();
   return out;
 }

@@ -64,7 +64,9 @@ class FormSorter {
   /// Percent-decodes (and turns '+' into ' ') for comparison. A '%' without two hex digits
   /// stays as it is, as lenient servers do.
   std::string_view decode(std::string_view s) {
-    if (s.find_first_of("%+") == std::string_view::npos) return s;
+    bool plain = true;
+    for (char c : s) plain = plain && c != '%' && c != '+';
+    if (plain) return s;
     std::size_t begin = decoded_.size();
     for (std::size_t i = 0; i < s.size(); ++i) {
       if (s[i] == '+') {
