@@ -1,0 +1,235 @@
+// The LMDB store at its limits: a full map, and data directories it must refuse at start-up
+// without touching them.
+
+#include <gtest/gtest.h>
+#include <lmdb.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "idem/lmdb_store.hpp"
+#include "stores/lmdb_test_support.hpp"
+#include "unit/store_conformance.hpp"
+
+namespace idem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class LmdbLimitsTest : public StoreConformanceTest {
+ protected:
+  void SetUp() override { clock_ = std::make_shared<ManualClock>(); }
+  void TearDown() override { store_.reset(); }
+
+  LmdbStore& open(std::size_t map_size = std::size_t{1} << 30) {
+    LmdbStoreOptions o;
+    o.path = dir_.path();
+    o.clock = clock_;
+    o.map_size = map_size;
+    o.sync_interval = 0ms;
+    auto store = make_lmdb_store(o);
+    store_ = store;
+    return *store;
+  }
+
+  // Expects make_lmdb_store to refuse the directory with one line that names it and says
+  // `what`, and data.mdb to be byte for byte what it was.
+  void expect_refused(const std::string& what) {
+    const std::string before = file_bytes(dir_ / "data.mdb");
+    LmdbStoreOptions o;
+    o.path = dir_.path();
+    try {
+      make_lmdb_store(o);
+      ADD_FAILURE() << "opened a directory it should refuse";
+    } catch (const LmdbStoreError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(dir_.path().string()), std::string::npos) << message;
+      EXPECT_NE(message.find(what), std::string::npos) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+    }
+    EXPECT_EQ(file_bytes(dir_ / "data.mdb"), before) << "the data file was changed";
+  }
+
+  // Writes into the environment behind the store's back, as another program might.
+  void raw_put(const char* db, std::string_view key, std::string_view value, bool create_db) {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_maxreaders(env, 256);
+    ASSERT_EQ(mdb_env_open(env, dir_.path().c_str(), 0, 0600), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_dbi_open(txn, db, create_db ? MDB_CREATE : 0, &dbi), 0);
+    MDB_val k{key.size(), const_cast<char*>(key.data())};
+    MDB_val v{value.size(), const_cast<char*>(value.data())};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(LmdbLimitsTest, AFullMapRefusesNewClaimsAndKeepsServingExistingRecords) {
+  LmdbStore& store = open(1 << 20);  // 256 pages of 4 KiB
+  // Claimed before the map filled up: its completion must still fit.
+  const std::uint64_t pending = acquire(request("pending"));
+  int stored = 0;
+  Error full{Errc::invalid_argument, ""};
+  for (int i = 0; i < 1000; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    auto out = claim(request(key));
+    ASSERT_TRUE(out.has_value() || out.error().code == Errc::store_full) << out.error().message;
+    if (!out) {
+      full = out.error();
+      break;
+    }
+    ASSERT_EQ(*complete(key, out->fencing_token, response(200, std::string(2000, 'x'))),
+              TokenCheck::ok);
+    ++stored;
+  }
+  ASSERT_EQ(full.code, Errc::store_full) << "the map never filled";
+  EXPECT_GT(stored, 100);
+  EXPECT_NE(full.message.find("map_size"), std::string::npos) << full.message;
+  EXPECT_NE(full.message.find(dir_.path().string()), std::string::npos) << full.message;
+  EXPECT_GE(store.counters().store_full, 1u);
+
+  // Existing records keep working: reads, replays, and the completion of a claimed record.
+  auto got = get("k0");
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  auto replay = claim(request("k1"));
+  ASSERT_TRUE(replay.has_value());
+  EXPECT_FALSE(replay->acquired);
+  EXPECT_EQ(*complete("pending", pending, response(200, std::string(2000, 'y'))), TokenCheck::ok);
+  auto ping = await<bool>([&](auto cb) { store.ping(cb); });
+  ASSERT_TRUE(ping && ping->has_value() && **ping);
+
+  // Room comes back when records go.
+  for (int i = 0; i < stored / 2; ++i) ASSERT_TRUE(*erase("k" + std::to_string(i)));
+  acquire(request("after"));
+}
+
+TEST_F(LmdbLimitsTest, AnOversizedCompletionFailsAloneInItsBatch) {
+  LmdbStore& store = open(1 << 20);
+  const std::uint64_t big = acquire(request("big"));
+  const std::uint64_t small = acquire(request("small"));
+  std::optional<Result<TokenCheck>> big_result, small_result;
+  std::optional<Result<ClaimOutcome>> claim_result;
+  std::atomic<int> answered{0};
+  {
+    // All three in one transaction, which MDB_MAP_FULL aborts; then one by one.
+    WriterGate gate(store, id("gate"));
+    store.complete(id("big"), big, response(200, std::string(2 << 20, 'x')), 1h,
+                   [&](Result<TokenCheck> r) {
+                     big_result.emplace(std::move(r));
+                     ++answered;
+                   });
+    store.complete(id("small"), small, response(), 1h, [&](Result<TokenCheck> r) {
+      small_result.emplace(std::move(r));
+      ++answered;
+    });
+    store.claim(request("new"), [&](Result<ClaimOutcome> r) {
+      claim_result.emplace(std::move(r));
+      ++answered;
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (answered.load() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(answered.load(), 3);
+  ASSERT_FALSE(big_result->has_value());
+  EXPECT_EQ(big_result->error().code, Errc::store_full);
+  EXPECT_NE(big_result->error().message.find("MDB_MAP_FULL"), std::string::npos)
+      << big_result->error().message;
+  ASSERT_TRUE(small_result->has_value());
+  EXPECT_EQ(**small_result, TokenCheck::ok);
+  ASSERT_TRUE(claim_result->has_value());
+  EXPECT_TRUE((*claim_result)->acquired);
+
+  // Nothing of the failed completion was written: the record is still in flight.
+  auto rec = get("big");
+  ASSERT_TRUE(rec.has_value() && rec->has_value());
+  EXPECT_EQ((*rec)->state, RecordState::in_flight);
+  EXPECT_EQ(*complete("big", big), TokenCheck::ok);
+}
+
+TEST_F(LmdbLimitsTest, GarbageDataFileIsRefusedUntouched) {
+  std::mt19937 rng(42);
+  std::string garbage(8192, '\0');
+  for (char& c : garbage) c = static_cast<char>(rng());
+  std::ofstream(dir_ / "data.mdb", std::ios::binary) << garbage;
+  expect_refused("data.mdb is not an LMDB environment");
+  EXPECT_EQ(file_bytes(dir_ / "data.mdb"), garbage);
+}
+
+TEST_F(LmdbLimitsTest, ShortGarbageDataFileIsRefusedUntouched) {
+  std::ofstream(dir_ / "data.mdb", std::ios::binary) << "not a database";
+  expect_refused("data.mdb is not an LMDB environment");
+}
+
+TEST_F(LmdbLimitsTest, NewerFormatVersionIsRefusedUntouched) {
+  open();
+  ASSERT_EQ(*complete("k", acquire(request("k"))), TokenCheck::ok);
+  store_.reset();
+  const std::uint32_t version = 2;
+  raw_put("meta", "format_version", std::string_view(reinterpret_cast<const char*>(&version), 4),
+          false);
+  expect_refused("idem format version 2 is not supported");
+}
+
+TEST_F(LmdbLimitsTest, ForeignLmdbEnvironmentIsRefusedUntouched) {
+  raw_put("something-else", "key", "value", true);
+  expect_refused("not an idem data directory");
+}
+
+TEST_F(LmdbLimitsTest, APathThatIsAFileIsRefused) {
+  std::ofstream(dir_ / "file") << "x";
+  LmdbStoreOptions o;
+  o.path = dir_ / "file";
+  EXPECT_THROW(make_lmdb_store(o), LmdbStoreError);
+}
+
+TEST_F(LmdbLimitsTest, ASecondOpenInOneProcessIsRefused) {
+  open();
+  LmdbStoreOptions o;
+  o.path = dir_.path() / ".";  // another spelling of the same directory
+  try {
+    make_lmdb_store(o);
+    ADD_FAILURE() << "opened twice";
+  } catch (const LmdbStoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("already open in this process"), std::string::npos);
+  }
+  auto got = get("k");  // the first store is unharmed
+  ASSERT_TRUE(got.has_value());
+}
+
+TEST_F(LmdbLimitsTest, ARecordThatDoesNotDecodeIsAnErrorNotACrash) {
+  open();
+  acquire(request("k"));
+  store_.reset();
+  const RecordId rid = id("k");
+  raw_put("records", std::string_view(reinterpret_cast<const char*>(rid.bytes().data()), 32),
+          "IDR\x09garbage", false);
+  open();
+  auto got = get("k");
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code, Errc::corrupt_record);
+  auto claimed = claim(request("k"));
+  ASSERT_FALSE(claimed.has_value());
+  EXPECT_EQ(claimed.error().code, Errc::corrupt_record);
+  EXPECT_EQ(complete("k", 1).error().code, Errc::corrupt_record);
+  // An operator's flush removes it, and the key works again.
+  EXPECT_TRUE(*erase("k"));
+  acquire(request("k"));
+}
+
+}  // namespace
+}  // namespace idem::testing

@@ -1,0 +1,341 @@
+// The LMDB store: the shared conformance suite, then what only a durable store must do:
+// keep records and tokens across restarts, flush before answering with power durability,
+// commit queued operations together, and expire records without scanning.
+
+#include "idem/lmdb_store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "stores/lmdb_test_support.hpp"
+#include "unit/store_conformance.hpp"
+
+namespace idem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A store whose data directory goes away with it: the store is destroyed first.
+std::shared_ptr<Store> store_in_temp_dir(std::shared_ptr<ManualClock> clock,
+                                         Durability durability) {
+  struct Holder {
+    TempDir dir;
+    std::shared_ptr<LmdbStore> store;
+  };
+  auto holder = std::make_shared<Holder>();
+  LmdbStoreOptions options;
+  options.path = holder->dir.path();
+  options.clock = std::move(clock);
+  options.durability = durability;
+  holder->store = make_lmdb_store(options);
+  return std::shared_ptr<Store>(holder, holder->store.get());
+}
+
+INSTANTIATE_TEST_SUITE_P(Lmdb, StoreConformanceTest,
+                         ::testing::Values(StoreFactory{"lmdb_process",
+                                                        [](std::shared_ptr<ManualClock> clock) {
+                                                          return store_in_temp_dir(
+                                                              std::move(clock),
+                                                              Durability::process);
+                                                        }},
+                                           StoreFactory{"lmdb_power",
+                                                        [](std::shared_ptr<ManualClock> clock) {
+                                                          return store_in_temp_dir(
+                                                              std::move(clock), Durability::power);
+                                                        }}),
+                         StoreFactory::name_of);
+
+/// LMDB-only tests: the fixture's helpers, with a store the test opens and reopens.
+class LmdbStoreTest : public StoreConformanceTest {
+ protected:
+  void SetUp() override { clock_ = std::make_shared<ManualClock>(); }
+  void TearDown() override { close(); }
+
+  LmdbStoreOptions options() const {
+    LmdbStoreOptions o;
+    o.path = dir_.path();
+    o.clock = clock_;
+    o.sync_interval = 0ms;  // only the syncs a test asks for
+    return o;
+  }
+  LmdbStore& open(LmdbStoreOptions o) {
+    lmdb_ = make_lmdb_store(std::move(o));
+    store_ = lmdb_;
+    return *lmdb_;
+  }
+  LmdbStore& open() { return open(options()); }
+  void close() {
+    store_.reset();
+    lmdb_.reset();
+  }
+
+  TempDir dir_;
+  std::shared_ptr<LmdbStore> lmdb_;
+};
+
+TEST_F(LmdbStoreTest, RecordsAndTokensSurviveReopening) {
+  open();
+  const std::uint64_t done_token = acquire(request("done"));
+  ASSERT_EQ(*complete("done", done_token, response(201, "kept")), TokenCheck::ok);
+  const std::uint64_t flight_token = acquire(request("in-flight"));
+  const std::uint64_t released = acquire(request("released"));
+  ASSERT_EQ(*release("released", released), TokenCheck::ok);
+  const auto stats = store_->stats();
+  close();
+
+  open();
+  EXPECT_EQ(store_->stats().records, stats.records);
+  EXPECT_EQ(store_->stats().bytes, stats.bytes);
+  auto replay = claim(request("done"));
+  ASSERT_TRUE(replay.has_value());
+  EXPECT_FALSE(replay->acquired);
+  ASSERT_TRUE(replay->existing && replay->existing->response);
+  EXPECT_EQ(replay->existing->state, RecordState::completed);
+  EXPECT_EQ(replay->existing->response->body, "kept");
+
+  // The in-flight record is still owned by its token, and new tokens are higher than any
+  // handed out before the restart.
+  auto held = claim(request("in-flight"));
+  ASSERT_TRUE(held.has_value());
+  EXPECT_FALSE(held->acquired);
+  EXPECT_EQ(held->existing->fencing_token, flight_token);
+  const std::uint64_t fresh = acquire(request("new"));
+  EXPECT_GT(fresh, std::max({done_token, flight_token, released}));
+  EXPECT_EQ(*complete("in-flight", flight_token), TokenCheck::ok);
+}
+
+TEST_F(LmdbStoreTest, PowerDurabilityFlushesBeforeCallingBack) {
+  auto o = options();
+  o.durability = Durability::power;
+  LmdbStore& store = open(o);
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const std::uint64_t before_claim = store.syncs();
+    auto claimed = await<ClaimOutcome>([&](auto cb) {
+      store.claim(request(key), [&, before_claim, cb](Result<ClaimOutcome> r) {
+        EXPECT_GT(store.syncs(), before_claim) << "claim answered before its flush";
+        cb(std::move(r));
+      });
+    });
+    ASSERT_TRUE(claimed && claimed->has_value() && (*claimed)->acquired);
+    const std::uint64_t before_complete = store.syncs();
+    auto completed = await<TokenCheck>([&](auto cb) {
+      store.complete(id(key), (*claimed)->fencing_token, response(), 1h,
+                     [&, before_complete, cb](Result<TokenCheck> r) {
+                       EXPECT_GT(store.syncs(), before_complete)
+                           << "completion answered before its flush";
+                       cb(std::move(r));
+                     });
+    });
+    ASSERT_TRUE(completed && completed->has_value());
+    EXPECT_EQ(**completed, TokenCheck::ok);
+  }
+  // A replay is a read: it needs no flush.
+  const std::uint64_t before_replay = store.syncs();
+  ASSERT_FALSE(claim(request("k0"))->acquired);
+  EXPECT_EQ(store.syncs(), before_replay);
+}
+
+TEST_F(LmdbStoreTest, ProcessDurabilityDoesNotFlushPerCommit) {
+  LmdbStore& store = open();
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    ASSERT_EQ(*complete(key, acquire(request(key))), TokenCheck::ok);
+  }
+  EXPECT_EQ(store.syncs(), 0u);
+  EXPECT_GE(store.counters().transactions, 10u);
+}
+
+TEST_F(LmdbStoreTest, ProcessDurabilityFlushesInTheBackground) {
+  auto o = options();
+  o.sync_interval = 10ms;
+  LmdbStore& store = open(o);
+  ASSERT_EQ(*complete("k", acquire(request("k"))), TokenCheck::ok);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store.syncs() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GE(store.syncs(), 1u);
+}
+
+TEST_F(LmdbStoreTest, QueuedOperationsShareOneTransaction) {
+  LmdbStore& store = open();
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 25;
+  std::vector<std::optional<Result<ClaimOutcome>>> results(kThreads * kPerThread);
+  LmdbStoreCounters before;
+  {
+    WriterGate gate(store, id("gate"));
+    before = store.counters();
+    std::atomic<int> answered{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          const int n = t * kPerThread + i;
+          store.claim(request("key-" + std::to_string(n)), [&, n](Result<ClaimOutcome> r) {
+            results[n].emplace(std::move(r));
+            answered.fetch_add(1);
+          });
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(answered.load(), 0) << "claims of new keys must wait for the writer";
+    gate.open();
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (answered.load() < kThreads * kPerThread && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  const LmdbStoreCounters after = store.counters();
+  std::set<std::uint64_t> tokens;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r->has_value()) << r->error().message;
+    EXPECT_TRUE((*r)->acquired);
+    tokens.insert((*r)->fencing_token);
+  }
+  EXPECT_EQ(tokens.size(), results.size()) << "every claim gets its own token";
+  EXPECT_EQ(after.operations - before.operations, results.size());
+  // 200 operations with max_batch 1024: one transaction, give or take a claim that went
+  // to the writer after the gate opened.
+  EXPECT_LE(after.transactions - before.transactions, 3u);
+}
+
+TEST_F(LmdbStoreTest, MaxBatchBoundsATransaction) {
+  auto o = options();
+  o.max_batch = 10;
+  LmdbStore& store = open(o);
+  std::atomic<int> answered{0};
+  LmdbStoreCounters before;
+  {
+    WriterGate gate(store, id("gate"));
+    before = store.counters();
+    for (int i = 0; i < 100; ++i) {
+      store.claim(request("key-" + std::to_string(i)),
+                  [&](Result<ClaimOutcome> r) { answered.fetch_add(r && r->acquired ? 1 : 0); });
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (answered.load() < 100 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(answered.load(), 100);
+  EXPECT_EQ(store.counters().transactions - before.transactions, 10u);
+}
+
+TEST_F(LmdbStoreTest, ExpiredRecordsAreInvisibleBeforeTheSweep) {
+  auto o = options();
+  o.sweep_interval = 1h;  // never, within this test
+  open(o);
+  ASSERT_EQ(*complete("a", acquire(request("a")), response(), 10s), TokenCheck::ok);
+  acquire(request("b", "fp", 5s, 10s));
+  clock_->advance(10s);
+  EXPECT_EQ(store_->stats().records, 2u) << "nothing was swept";
+  EXPECT_FALSE(get("a")->has_value());
+  EXPECT_FALSE(get("b")->has_value());
+  EXPECT_FALSE(*erase("a"));
+  auto again = claim(request("b", "fp", 5s, 10s, /*take_over=*/false));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(again->acquired);
+  EXPECT_FALSE(again->took_over);
+  EXPECT_EQ(store_->stats().records, 2u);
+}
+
+TEST_F(LmdbStoreTest, SweeperRemovesExpiredRecordsInBatches) {
+  auto o = options();
+  o.sweep_interval = 5ms;
+  o.sweep_batch = 10;
+  LmdbStore& store = open(o);
+  for (int i = 0; i < 100; ++i) {
+    const std::string key = "old-" + std::to_string(i);
+    ASSERT_EQ(*complete(key, acquire(request(key)), response(), 10s), TokenCheck::ok);
+  }
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "young-" + std::to_string(i);
+    ASSERT_EQ(*complete(key, acquire(request(key)), response(), 1h), TokenCheck::ok);
+  }
+  const auto bytes_before = store.stats().bytes;
+  EXPECT_EQ(store.counters().swept, 0u);
+  clock_->advance(10s);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store.stats().records > 5 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const LmdbStoreCounters c = store.counters();
+  EXPECT_EQ(store.stats().records, 5u);
+  EXPECT_EQ(c.swept, 100u);
+  EXPECT_GE(c.sweeps, 10u) << "at most sweep_batch records a transaction";
+  EXPECT_LT(store.stats().bytes, bytes_before / 10);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(get("young-" + std::to_string(i))->has_value());
+}
+
+TEST_F(LmdbStoreTest, RenewedAndCompletedRecordsAreSweptAtTheirNewExpiry) {
+  auto o = options();
+  o.sweep_interval = 5ms;
+  LmdbStore& store = open(o);
+  const std::uint64_t renewed = acquire(request("renewed", "fp", 30s, 30s));
+  const std::uint64_t completed = acquire(request("completed", "fp", 30s, 30s));
+  clock_->advance(20s);
+  ASSERT_EQ(*renew("renewed", renewed, 60s), TokenCheck::ok);
+  ASSERT_EQ(*complete("completed", completed, response(), 1h), TokenCheck::ok);
+  clock_->advance(20s);  // past both original expiries
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store.stats().records, 2u);
+  EXPECT_TRUE(get("renewed")->has_value());
+  EXPECT_TRUE(get("completed")->has_value());
+  clock_->advance(50s);  // past the renewed lease
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store.stats().records > 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(store.stats().records, 1u);
+  EXPECT_TRUE(get("completed")->has_value());
+}
+
+TEST_F(LmdbStoreTest, ReplaysAreAnsweredWithoutTheWriter) {
+  LmdbStore& store = open();
+  ASSERT_EQ(*complete("k", acquire(request("k"))), TokenCheck::ok);
+  const auto before = store.counters();
+  bool inline_answer = false;
+  store.claim(request("k"), [&](Result<ClaimOutcome> r) { inline_answer = r && !r->acquired; });
+  EXPECT_TRUE(inline_answer) << "a replay calls back before claim() returns";
+  EXPECT_EQ(store.counters().transactions, before.transactions);
+  EXPECT_EQ(store.counters().read_answers, before.read_answers + 1);
+}
+
+TEST_F(LmdbStoreTest, CallbacksMayDropTheLastReference) {
+  open();
+  std::shared_ptr<LmdbStore> store = lmdb_;
+  close();
+  std::promise<void> done;
+  auto* raw = store.get();
+  raw->claim(request("k"), [&done, keep = std::move(store)](Result<ClaimOutcome>) mutable {
+    keep.reset();  // the store is destroyed on its own writer thread
+    done.set_value();
+  });
+  done.get_future().wait();
+  // The writer releases the directory on its way out; it can be opened again shortly.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    try {
+      open();
+      break;
+    } catch (const LmdbStoreError&) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  EXPECT_TRUE(get("k")->has_value());
+}
+
+}  // namespace
+}  // namespace idem::testing

@@ -1,0 +1,82 @@
+#pragma once
+
+// Helpers of the LMDB store's tests: a scratch data directory per test, file contents for
+// "nothing was changed" checks, and a way to hold the writer thread so that operations
+// queue up and land in one batch.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <memory>
+#include <string>
+
+#include "idem/lmdb_store.hpp"
+#include "unit/store_conformance.hpp"
+
+namespace idem::testing {
+
+/// A fresh directory under the temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "idem-lmdb-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const noexcept { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string file_bytes(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Holds the writer thread inside a callback until open() (or destruction), so that the
+/// operations submitted meanwhile wait in the queue and are committed together.
+class WriterGate {
+ public:
+  /// Claims `key` and blocks in its callback; returns once the writer is held.
+  WriterGate(Store& store, const RecordId& key) {
+    ClaimRequest r;
+    r.id = key;
+    r.fingerprint = digest_of("gate");
+    r.owner = "gate";
+    r.lease = std::chrono::seconds(30);
+    r.ttl = std::chrono::hours(1);
+    auto opened = open_.get_future().share();
+    auto held = std::make_shared<std::promise<void>>();
+    auto is_held = held->get_future();
+    store.claim(r, [opened, held](Result<ClaimOutcome>) {
+      held->set_value();
+      opened.wait();
+    });
+    is_held.wait();
+  }
+  ~WriterGate() { open(); }
+  void open() {
+    if (!opened_) {
+      opened_ = true;
+      open_.set_value();
+    }
+  }
+
+ private:
+  std::promise<void> open_;
+  bool opened_ = false;
+};
+
+}  // namespace idem::testing
