@@ -1,0 +1,74 @@
+#pragma once
+
+// The asynchronous Redis client under the store: a pool of pipelined, self-reconnecting
+// connections for commands plus one for pub/sub, all on one strand. Calls are accepted from
+// any thread and never block; replies come back on the strand.
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "idem/digest.hpp"
+#include "idem/store.hpp"
+#include "stores/redis/link.hpp"
+#include "stores/redis/scripts.hpp"
+#include "stores/redis/watches.hpp"
+
+namespace idem::redis {
+
+struct ClientOptions {
+  Endpoint endpoint;
+  std::vector<std::string> handshake;  ///< AUTH, SELECT...; the pool adds SCRIPT LOAD
+  std::size_t pool_size = 2;
+  Duration backoff_min{50};
+  Duration backoff_max{1000};
+  Watches::ChannelOf channel_of;
+};
+
+class Client : public std::enable_shared_from_this<Client> {
+ public:
+  Client(boost::asio::any_io_executor executor, ClientOptions options);
+
+  void start();
+  /// Any thread; fails every pending command with `why` and stops reconnecting. `done` is
+  /// called on the strand once everything is closed.
+  void stop(Error why, std::function<void()> done);
+  /// Waits (blocking, for start-up only) until the pool and the subscriber were both up
+  /// once, or `timeout` passed. True when they were.
+  bool wait_up(Duration timeout);
+
+  /// Runs `s` by EVALSHA (`wire`); on NOSCRIPT (Redis restarted or SCRIPT FLUSH) loads the
+  /// script and sends it once more on the same connection. `id` is the record it touches,
+  /// for ordering after that record's pending SUBSCRIBE. Any thread.
+  void eval(Script s, const RecordId& id, std::string wire, ReplyHandler done);
+  /// Sends commands in order on one connection; `done` gets the last one's reply and the
+  /// others' replies are dropped. Any thread.
+  void send(std::vector<std::string> wires, ReplyHandler done);
+
+  std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) {
+    return watches_->watch(id, std::move(changed));
+  }
+
+ private:
+  Connection* pick();
+  Error down_error() const;
+  void post(std::function<void()> f);
+  void mark_up(bool pool);
+
+  Strand strand_;
+  ClientOptions options_;
+  std::vector<std::shared_ptr<Link>> pool_;
+  std::shared_ptr<Watches> watches_;
+
+  std::mutex up_mutex_;
+  std::condition_variable up_cv_;
+  bool pool_was_up_ = false;   // guarded by up_mutex_
+  bool watch_was_up_ = false;  // guarded by up_mutex_
+};
+
+}  // namespace idem::redis
