@@ -102,10 +102,21 @@ atexit.register(_cleanup)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+def _die_with_parent():
+    """Runs in the child before exec: on Linux, the child gets SIGKILL when the thread that
+    started it dies, so a test process killed by ctest's TIMEOUT (SIGKILL, no atexit)
+    leaves no gateway, upstream or redis-server behind. Spawn only from the main thread."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort off Linux
+        pass
+
+
 def _spawn(args, log_path, **kwargs):
     log = open(log_path, "wb")
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            **kwargs)
+                            preexec_fn=_die_with_parent, **kwargs)
     log.close()
     _processes.append(proc)
     return proc
