@@ -57,14 +57,15 @@ def random_ulid():
 
 
 class GatewayCase(unittest.TestCase):
-    """A test class with its own gateway, started from `settings` and `routes`."""
+    """A test class with its own gateway, started from `settings`, `routes` and `args`."""
 
     settings = None
     routes = ()
+    args = ()
 
     @classmethod
     def setUpClass(cls):
-        cls.gw = h.Gateway(UPSTREAM.url, cls.settings, cls.routes)
+        cls.gw = h.Gateway(UPSTREAM.url, cls.settings, cls.routes, extra_args=cls.args)
 
     @classmethod
     def tearDownClass(cls):
@@ -185,6 +186,35 @@ class DefaultsTest(GatewayCase):
                          "hop-by-hop headers are not replayed")
         again = self.post(p, {"amount": 5}, key=k)  # X-Test-* headers are not fingerprinted
         self.assertReplayOf(again, original)
+        self.assertEqual(self.count(key=k), 1)
+
+    def test_original_never_marked_as_replay_even_if_the_upstream_says_so(self):
+        k, p = key(), path()
+        hdrs = [("X-Test-Header", "Idempotent-Replayed: true")]
+        original = self.post(p, key=k, headers=hdrs)
+        self.assertEqual(original.status, 200, original)
+        self.assertEqual(original.header_all("Idempotent-Replayed"), [],
+                         "originals never carry Idempotent-Replayed: true")
+        replay = self.post(p, key=k, headers=hdrs)
+        self.assertEqual(replay.header_all("Idempotent-Replayed"), ["true"], replay)
+
+    def test_record_completed_once_the_response_is_captured(self):
+        """A client that reads its response slowly does not hold the record in flight."""
+        k, p = key(), path()
+        s = h.raw_connect(self.gw.port, timeout=5)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: %s\r\n"
+                       "X-Test-Body-Bytes: 3000000\r\nContent-Length: 2\r\n\r\n{}"
+                       % (p, k)).encode())
+            s.recv(100)
+            time.sleep(0.5)
+            retry = self.post(p, b"{}", key=k)
+        finally:
+            s.close()
+        self.assertEqual(retry.status, 200, retry)
+        self.assertEqual(retry.header("Idempotent-Replayed"), "true")
+        self.assertEqual(len(retry.body), 3000000)
         self.assertEqual(self.count(key=k), 1)
 
     def test_replay_of_a_chunked_response(self):
@@ -356,6 +386,7 @@ class DefaultsTest(GatewayCase):
         replay = self.post(p, key=k)
         doc = self.assertProblem(replay, 502, "response-not-stored")
         self.assertEqual(doc.get("original_status"), 201)
+        self.assertNotIn(original.header("X-Upstream-Id").encode(), replay.body)
         self.assertEqual(self.count(key=k), 1, "never executed again within ttl")
 
     def test_chunked_request_body_same_request_as_content_length(self):
@@ -405,6 +436,7 @@ class KeyRulesTest(GatewayCase):
         first = self.post(p, key=k255)
         self.assertOriginal(first, 200)
         self.assertReplayOf(self.post(p, key=k255), first)
+        self.assertReplayOf(self.post(p, key='"%s"' % k255), first)
         self.assertInvalid([("Idempotency-Key", k255 + "y")])
         self.assertInvalid([("Idempotency-Key", '"%s"' % (k255 + "y"))])
         self.assertInvalid([("Idempotency-Key", "")])
@@ -737,6 +769,15 @@ class ConcurrencyTest(GatewayCase):
                              "true")
 
 
+class ThreadsTest(GatewayCase):
+    """--threads 4: duplicates that land on different event loops still meet."""
+
+    args = ("--threads", "4")
+
+    def test_50_concurrent_duplicates_one_execution(self):
+        ConcurrencyTest.test_50_concurrent_duplicates_one_execution(self)
+
+
 class RequireKeyTest(GatewayCase):
     settings = {"require_key": True}
 
@@ -945,6 +986,19 @@ class ScopeTest(GatewayCase):
                          .header("Idempotent-Replayed"), "true")
         self.independent(key(), path("/r1"), [("Authorization", "Bearer a")],
                          [("Authorization", "Bearer b")])
+
+    def test_scope_kinds_never_collide(self):
+        """The same key and scope value under two kinds of scope are two records."""
+        for name, first, second in (
+                ("ip/identity", ("/ip", []), ("/pay", [("Authorization", "127.0.0.1")])),
+                ("header/identity", ("/tenant", [("X-Tenant", "Bearer z")]),
+                 ("/pay", [("Authorization", "Bearer z")])),
+                ("global/anonymous", ("/global", []), ("/pay", []))):
+            with self.subTest(kinds=name):
+                k = key()
+                self.assertOriginal(self.post(path(first[0]), headers=first[1], key=k), 200)
+                self.assertOriginal(self.post(path(second[0]), headers=second[1], key=k), 200)
+                self.assertEqual(self.count(key=k), 2)
 
     def test_identity_across_routes_is_one_scope(self):
         k = key()
