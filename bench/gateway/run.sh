@@ -126,7 +126,9 @@ run "idem-gateway, fresh keys" "$gateway_port" fresh.lua
 run "idem-gateway, replays" "$gateway_port" replay.lua
 
 base=${rps["nginx proxy_pass"]:-0}
-ratio() { awk -v a="${1:-0}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+ratio() {
+  awk -v a="${1:-0}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
 
 echo
 echo "idem-gateway --threads 1 --store $store; wrk -t$wrk_threads -c$connections -d$duration;" \
