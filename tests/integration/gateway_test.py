@@ -1028,6 +1028,10 @@ class FingerprintTest(GatewayCase):
         self.assertDifferent(path(), b'{"b":1,"a":2}', b'{"b":1,"a":3}')
         self.assertDifferent(path(), b'{"a":[1,2]}', b'{"a":[2,1]}')
 
+    def test_rfc_8785_numbers_and_strings(self):
+        self.assertSame(path(), b'{"n":100,"s":"\\u00e9"}', '{"s":"\u00e9","n":1e2}'.encode())
+        self.assertSame(path(), b'{"n":0.5}', b'{"n":5E-1}')
+
     def test_large_integers_keep_their_digits(self):
         self.assertDifferent(path(), b'{"n":9007199254740993}', b'{"n":9007199254740992}')
 
@@ -1600,7 +1604,7 @@ class LeaseTest(GatewayCase):
 
 
 class TrustedProxiesTest(GatewayCase):
-    settings = {"trusted_proxies": ["127.0.0.1"]}
+    settings = {"trusted_proxies": ["127.0.0.1", "10.1.0.0/16"]}
     routes = [{"path": "/ip/**", "scope": "ip"}]
 
     def test_x_forwarded_for_believed_only_from_trusted_proxies(self):
@@ -1617,6 +1621,17 @@ class TrustedProxiesTest(GatewayCase):
         self.assertReplayOf(self.post(p, headers=[("X-Forwarded-For", "10.0.0.2")], key=k,
                                       source="127.0.0.2"), first)
         self.assertEqual(self.count(key=k), 1, "an untrusted peer's X-Forwarded-For is ignored")
+
+    def test_right_most_untrusted_address_is_the_client(self):
+        k, p = key(), path("/ip")
+        first = self.post(p, headers=[("X-Forwarded-For", "10.0.0.7, 10.0.0.9, 10.1.2.3")],
+                          key=k)
+        self.assertOriginal(first, 200)
+        self.assertReplayOf(self.post(p, headers=[("X-Forwarded-For", "10.0.0.9")], key=k),
+                            first)
+        self.assertOriginal(self.post(p, headers=[("X-Forwarded-For", "10.0.0.7")], key=k),
+                            200)
+        self.assertEqual(self.count(key=k), 2)
 
 
 class LoggingTest(GatewayCase):
