@@ -121,6 +121,26 @@ TEST_F(MemoryStoreTest, ExpiredRecordsAreSweptWithoutBeingTouched) {
   EXPECT_EQ(store_->stats().bytes, 0u);
 }
 
+TEST_F(MemoryStoreTest, ManyDistinctLifetimesAreAllSweptInOrder) {
+  // More lifetimes than the expiry queue keeps FIFOs for: the rest go to its heap.
+  make(1'000'000, std::size_t{1} << 30, 1);
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const auto ttl = std::chrono::seconds(100 - i);
+    ASSERT_EQ(*complete(key, acquire(request(key, "fp", 1s, ttl)), response(), ttl),
+              TokenCheck::ok);
+  }
+  clock_->advance(70s);  // the 10 with ttl 61..70 s are due, in both FIFOs and heap
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 30u);
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(get("k" + std::to_string(i))->has_value(), 100 - i > 70) << i;
+  }
+  clock_->advance(30s);
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 0u);
+}
+
 TEST_F(MemoryStoreTest, BytesFollowTheRecords) {
   make(100, 1 << 20);
   ClaimRequest r = request("k");

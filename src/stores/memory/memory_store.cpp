@@ -1,7 +1,7 @@
 // The in-memory store. Records live in power-of-two shards picked by the id's hash, each
-// under its own mutex, so unrelated keys rarely contend. Every operation is O(1) apart from
-// the expiry queue (a per-shard min-heap, O(log n) per push): each operation first pops at
-// most kSweepBudget due items of its shard, which keeps pace with inserts without ever
+// under its own mutex, so unrelated keys rarely contend. Every operation is O(1), the
+// expiry queue included (one FIFO per lifetime, see shard.hpp): each operation first pops
+// at most kSweepBudget due items of its shard, which keeps pace with inserts without ever
 // scanning. Expired records are also invisible at once: every lookup checks the time.
 //
 // Limits are global and exact for claims: a claim reserves its record and bytes with
@@ -29,8 +29,8 @@ using detail::Shard;
 using detail::Watchers;
 using detail::WatchState;
 
-// Due items popped per operation. Each request pushes about one item per lifetime (claims
-// push, completion re-queues at most once), and makes two or more calls, so 4 keeps up.
+// Due items popped per operation. A request pushes two items (claim, completion) and makes
+// two or more calls, so 4 keeps up with any load.
 constexpr std::size_t kSweepBudget = 4;
 constexpr std::size_t kSweepAll = std::numeric_limits<std::size_t>::max();
 
@@ -104,7 +104,7 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   void sweep(Shard& s, TimePoint now, std::size_t budget);
   Iter find_live(Shard& s, const RecordId& id, TimePoint now);
   void remove(Shard& s, Iter it);
-  void requeue_if_earlier(Shard& s, Entry& e, const RecordId& id);
+  void requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime);
   void resize(Entry& e, std::size_t bytes);
   Watchers watchers_of(Shard& s, const RecordId& id);
 
@@ -139,12 +139,7 @@ void MemoryStore::sweep(Shard& s, TimePoint now, std::size_t budget) {
     if (it == s.records.end()) continue;
     Entry& e = it->second;
     if (e.generation != item.generation || e.queued_at != item.at) continue;  // stale hint
-    if (e.record.expires_at <= now) {
-      remove(s, it);
-    } else {
-      e.queued_at = e.record.expires_at;
-      s.expiry.push(e.queued_at, e.generation, item.id);
-    }
+    remove(s, it);  // a live item is due exactly when its record expires
   }
 }
 
@@ -163,10 +158,11 @@ void MemoryStore::remove(Shard& s, Iter it) {
   s.records.erase(it);  // its queue item goes stale and is dropped when it comes up
 }
 
-void MemoryStore::requeue_if_earlier(Shard& s, Entry& e, const RecordId& id) {
-  if (e.record.expires_at < e.queued_at) {
+// After expires_at changed to now + lifetime: the old item goes stale.
+void MemoryStore::requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime) {
+  if (e.record.expires_at != e.queued_at) {
     e.queued_at = e.record.expires_at;
-    s.expiry.push(e.queued_at, e.generation, id);
+    s.expiry.push(lifetime, e.queued_at, e.generation, id);
   }
 }
 
@@ -232,7 +228,7 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
         rec.lease_owner = std::move(req.owner);
         rec.lease_expires_at = now + req.lease;
         rec.expires_at = now + std::max(req.ttl, req.lease);
-        requeue_if_earlier(s, e, req.id);
+        requeue(s, e, req.id, std::max(req.ttl, req.lease));
         resize(e, record_bytes(req.id, rec));
         out.acquired = true;
         out.took_over = true;
@@ -269,7 +265,7 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
     rec.expires_at = now + std::max(req.ttl, req.lease);
     e.queued_at = rec.expires_at;
-    s.expiry.push(e.queued_at, e.generation, req.id);
+    s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id);
     out.acquired = true;
     out.fencing_token = rec.fencing_token;
     lock.unlock();
@@ -295,7 +291,7 @@ void MemoryStore::complete(const RecordId& id, std::uint64_t token, StoredRespon
   e.record.state = RecordState::completed;
   e.record.response = std::move(response);
   e.record.expires_at = now + ttl;
-  requeue_if_earlier(s, e, id);
+  requeue(s, e, id, ttl);
   // May pass max_bytes: refusing a completion would re-execute the request on retry,
   // which is worse than a store briefly over its soft byte limit.
   resize(e, record_bytes(id, e.record));
@@ -337,9 +333,12 @@ void MemoryStore::renew(const RecordId& id, std::uint64_t token, Duration lease,
     done(TokenCheck::stale);
     return;
   }
-  Record& rec = it->second.record;
-  rec.lease_expires_at = now + lease;
-  rec.expires_at = std::max(rec.expires_at, rec.lease_expires_at);
+  Entry& e = it->second;
+  e.record.lease_expires_at = now + lease;
+  if (e.record.lease_expires_at > e.record.expires_at) {
+    e.record.expires_at = e.record.lease_expires_at;
+    requeue(s, e, id, lease);
+  }
   lock.unlock();
   done(TokenCheck::ok);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -23,10 +24,16 @@ struct Entry {
   std::size_t bytes = 0;         ///< what this record adds to StoreStats::bytes
 };
 
-/// When each record is due, as a min-heap of (time, generation, id) items. Items are hints:
-/// an item is live only when its generation and time match the entry's; a record whose
-/// expiry moved later is re-queued when its old item comes up, so extending a lifetime
-/// (completion, renewal) costs nothing, and each record has exactly one live item.
+/// When each record is due, as (time, generation, id) items. Items are hints: an item is
+/// live only when its generation and time match the entry's queued_at; when a record's
+/// expiry moves, a new item is pushed and the old one is dropped when it comes up.
+///
+/// Lifetimes come from a few settings (ttl, lease per route), and every item pushed now
+/// with duration d is due at now + d: so one FIFO per duration is already in expiry order,
+/// and push and pop are O(1). Durations beyond kMaxFifos go to a min-heap. Items pushed by
+/// threads that read the clock a few microseconds apart, or across a wall-clock step back,
+/// may be slightly out of order; that only delays reclaiming them, never their expiry,
+/// which every lookup checks.
 class ExpiryQueue {
  public:
   struct Item {
@@ -35,22 +42,83 @@ class ExpiryQueue {
     RecordId id;
   };
 
-  void push(TimePoint at, std::uint64_t generation, const RecordId& id) {
-    heap_.push_back(Item{at, generation, id});
-    std::push_heap(heap_.begin(), heap_.end(), later);
+  void push(Duration lifetime, TimePoint at, std::uint64_t generation, const RecordId& id) {
+    std::deque<Item>* fifo = fifo_for(lifetime);
+    if (fifo != nullptr) {
+      fifo->push_back(Item{at, generation, id});
+    } else {
+      heap_.push_back(Item{at, generation, id});
+      std::push_heap(heap_.begin(), heap_.end(), Later{});
+    }
+    next_ = std::min(next_, at);
+    ++size_;
   }
-  bool due(TimePoint now) const noexcept { return !heap_.empty() && heap_.front().at <= now; }
+
+  bool due(TimePoint now) const noexcept { return size_ > 0 && next_ <= now; }
+
+  /// Removes and returns the earliest item. Only when !empty().
   Item pop() {
-    std::pop_heap(heap_.begin(), heap_.end(), later);
-    Item item = heap_.back();
-    heap_.pop_back();
+    std::deque<Item>* from = nullptr;
+    TimePoint best = TimePoint::max();
+    for (Fifo& f : fifos_) {
+      if (!f.items.empty() && f.items.front().at <= best) {
+        best = f.items.front().at;
+        from = &f.items;
+      }
+    }
+    Item item;
+    if (!heap_.empty() && (from == nullptr || heap_.front().at < best)) {
+      std::pop_heap(heap_.begin(), heap_.end(), Later{});
+      item = heap_.back();
+      heap_.pop_back();
+    } else {
+      item = from->front();
+      from->pop_front();
+    }
+    --size_;
+    recompute_next();
     return item;
   }
-  std::size_t size() const noexcept { return heap_.size(); }
+
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
 
  private:
-  static bool later(const Item& a, const Item& b) noexcept { return a.at > b.at; }
+  static constexpr std::size_t kMaxFifos = 8;
+  struct Fifo {
+    Duration lifetime;
+    std::deque<Item> items;
+  };
+  // A type, not a function pointer, so the heap algorithms inline the comparison.
+  struct Later {
+    bool operator()(const Item& a, const Item& b) const noexcept { return a.at > b.at; }
+  };
+
+  std::deque<Item>* fifo_for(Duration lifetime) {
+    Fifo* idle = nullptr;
+    for (Fifo& f : fifos_) {
+      if (f.lifetime == lifetime) return &f.items;
+      if (idle == nullptr && f.items.empty()) idle = &f;
+    }
+    if (fifos_.size() < kMaxFifos) return &fifos_.emplace_back(Fifo{lifetime, {}}).items;
+    if (idle != nullptr) {
+      idle->lifetime = lifetime;  // an unused duration gives its FIFO to a new one
+      return &idle->items;
+    }
+    return nullptr;
+  }
+
+  void recompute_next() {
+    next_ = heap_.empty() ? TimePoint::max() : heap_.front().at;
+    for (const Fifo& f : fifos_) {
+      if (!f.items.empty()) next_ = std::min(next_, f.items.front().at);
+    }
+  }
+
+  std::vector<Fifo> fifos_;
   std::vector<Item> heap_;
+  TimePoint next_ = TimePoint::max();
+  std::size_t size_ = 0;
 };
 
 using Watchers = std::vector<std::shared_ptr<WatchState>>;
