@@ -180,7 +180,8 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
     }
     Response replay;
     replay.status = stored.status;
-    replay.headers = detail::replayable_headers(stored.headers, policy.replay_exclude_headers);
+    replay.headers = detail::replayable_headers(stored.headers, policy.replay_exclude_headers,
+                                                policy.replay_header);
     replay.headers.emplace_back(policy.replay_header, "true");
     replay.body = stored.body;
     return respond(Outcome::replayed, std::move(replay));
@@ -233,7 +234,8 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
   stored.status = response.status;
   bool fits = body_complete && response.body.size() <= policy.max_response_bytes;
   if (fits) {
-    stored.headers = detail::replayable_headers(response.headers, policy.replay_exclude_headers);
+    stored.headers = detail::replayable_headers(response.headers, policy.replay_exclude_headers,
+                                                policy.replay_header);
     stored.body = response.body;
   } else {
     stored.body_stored = false;

@@ -38,12 +38,15 @@ bool named_by_connection(std::string_view name,
 
 std::vector<std::pair<std::string, std::string>> replayable_headers(
     const std::vector<std::pair<std::string, std::string>>& headers,
-    const std::vector<std::string>& exclude) {
+    const std::vector<std::string>& exclude, std::string_view replay_header) {
   std::vector<std::pair<std::string, std::string>> out;
   out.reserve(headers.size());
   for (const auto& h : headers) {
     const std::string& name = h.first;
-    if (is_hop_by_hop(name) || iequals(name, "Date") || iequals(name, "Content-Length")) continue;
+    if (is_hop_by_hop(name) || iequals(name, "Date") || iequals(name, "Content-Length") ||
+        iequals(name, replay_header)) {
+      continue;
+    }
     bool excluded = false;
     for (const auto& e : exclude) excluded = excluded || iequals(e, name);
     if (excluded || named_by_connection(name, headers)) continue;
