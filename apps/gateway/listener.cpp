@@ -20,8 +20,9 @@ Worker::Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
     : index_(index),
       // One thread runs this loop; the hint lets Asio skip work it needs only for many.
       loop_(std::make_unique<asio::io_context>(1)),
-      acceptor_(std::make_unique<tcp::acceptor>(*loop_)),
-      accept_retry_(std::make_unique<asio::steady_timer>(*loop_)),
+      acceptor_(std::make_unique<Acceptor>(loop_->get_executor())),
+      accept_retry_(std::make_unique<Timer>(loop_->get_executor())),
+      ticker_(std::make_unique<Timer>(loop_->get_executor())),
       runtime_(std::move(runtime)),
       upstream_host_(std::move(upstream_host)) {
   pool_ = std::make_unique<UpstreamPool>(
@@ -34,6 +35,7 @@ Worker::~Worker() {
   // loop (and with it those handlers) while everything else is still alive.
   acceptor_.reset();
   accept_retry_.reset();
+  ticker_.reset();
   pool_->clear();
   loop_.reset();
   pool_.reset();
@@ -61,7 +63,7 @@ void Worker::run() {
 
 void Worker::accept() {
   if (draining_ || !acceptor_->is_open()) return;
-  acceptor_->async_accept(*loop_, [this](boost::system::error_code ec, tcp::socket socket) {
+  acceptor_->async_accept([this](boost::system::error_code ec, Socket socket) {
     if (ec == asio::error::operation_aborted || draining_) return;
     if (ec) {
       // Out of descriptors or memory: pause instead of spinning, and say so (once a second).
@@ -77,6 +79,7 @@ void Worker::accept() {
       return;
     }
     metrics_.connections_accepted.add();
+    now_ = std::chrono::steady_clock::now();
     start_session(*this, std::move(socket));
     accept();
   });
@@ -94,6 +97,24 @@ void Worker::start_drain() {
       s = next;
     }
     pool_->clear();
+  });
+}
+
+void Worker::tick() {
+  now_ = std::chrono::steady_clock::now();
+  for (SessionBase* s = sessions_; s != nullptr;) {
+    SessionBase* next = s->next_;  // on_tick may close, never destroy, the session
+    s->on_tick(now_);
+    s = next;
+  }
+  if (sessions_ == nullptr) {
+    // Nothing to watch: let the loop sleep (and a drained loop end).
+    ticking_ = false;
+    return;
+  }
+  ticker_->expires_at(now_ + kTick);
+  ticker_->async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
   });
 }
 
@@ -120,6 +141,13 @@ void Worker::link(SessionBase* session) noexcept {
   if (sessions_) sessions_->prev_ = session;
   sessions_ = session;
   metrics_.connections.add(1);
+  if (!ticking_ && ticker_) {
+    ticking_ = true;
+    ticker_->expires_after(kTick);
+    ticker_->async_wait([this](boost::system::error_code ec) {
+      if (!ec) tick();
+    });
+  }
 }
 
 void Worker::unlink(SessionBase* session) noexcept {

@@ -23,6 +23,12 @@ struct Runtime {
   Timeouts timeouts;
 };
 
+/// Sockets bound to a worker's io_context directly: no type-erased executor on the hot
+/// path.
+using Socket =
+    boost::asio::basic_stream_socket<boost::asio::ip::tcp, boost::asio::io_context::executor_type>;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
 class Worker;
 
 /// A client connection as its worker sees it: listed so that a drain can reach it.
@@ -34,6 +40,9 @@ class SessionBase {
   SessionBase& operator=(const SessionBase&) = delete;
   /// The worker started draining: close now if idle, else after the current response.
   virtual void on_drain() = 0;
+  /// Called every tick (Worker::kTick) with the worker's clock: time out what is overdue,
+  /// renew leases. Keeps per-request timers off the hot path.
+  virtual void on_tick(SteadyTime now) = 0;
 
  protected:
   Worker& worker_;
@@ -50,6 +59,9 @@ class SessionBase {
 class Worker {
  public:
   static constexpr std::size_t kPieceSize = 32 * 1024;
+  /// Resolution of every timeout and lease renewal: deadlines are plain time points that a
+  /// per-worker ticker checks, so a request arms and cancels no timer.
+  static constexpr std::chrono::milliseconds kTick{100};
 
   Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
          std::vector<boost::asio::ip::tcp::endpoint> upstream, std::string upstream_host);
@@ -76,6 +88,8 @@ class Worker {
   UpstreamPool& pool() noexcept { return *pool_; }
   WorkerMetrics& metrics() noexcept { return metrics_; }
   bool draining() const noexcept { return draining_; }
+  /// The time at the last tick (or accept): cheap, and precise enough for deadlines.
+  SteadyTime now() const noexcept { return now_; }
   const std::string& upstream_host() const noexcept { return upstream_host_; }
   unsigned index() const noexcept { return index_; }
   std::unique_ptr<char[]> take_piece();
@@ -84,14 +98,24 @@ class Worker {
  private:
   friend class SessionBase;
   void accept();
+  void tick();
   void link(SessionBase* session) noexcept;
   void unlink(SessionBase* session) noexcept;
 
   unsigned index_;
   // Destroyed explicitly in ~Worker, loop last but before the members sessions use.
   std::unique_ptr<boost::asio::io_context> loop_;
-  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
-  std::unique_ptr<boost::asio::steady_timer> accept_retry_;
+  using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::ip::tcp,
+                                                      boost::asio::io_context::executor_type>;
+  using Timer =
+      boost::asio::basic_waitable_timer<std::chrono::steady_clock,
+                                        boost::asio::wait_traits<std::chrono::steady_clock>,
+                                        boost::asio::io_context::executor_type>;
+  std::unique_ptr<Acceptor> acceptor_;
+  std::unique_ptr<Timer> accept_retry_;
+  std::unique_ptr<Timer> ticker_;
+  SteadyTime now_ = std::chrono::steady_clock::now();
+  bool ticking_ = false;
   std::unique_ptr<UpstreamPool> pool_;
   std::shared_ptr<const Runtime> runtime_;
   std::string upstream_host_;
@@ -103,6 +127,6 @@ class Worker {
 };
 
 /// Starts serving one accepted client connection (session.cpp).
-void start_session(Worker& worker, boost::asio::ip::tcp::socket socket);
+void start_session(Worker& worker, Socket socket);
 
 }  // namespace idem::gateway

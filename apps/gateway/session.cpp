@@ -6,8 +6,8 @@
 // while the upstream works only stops the writes; the response is still read whole and
 // handed to the engine, so that the client's retry is replayed.
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -35,9 +35,7 @@ constexpr std::size_t kFirstReadSize = 8 * 1024;
 constexpr std::size_t kRetainedBytes = 64 * 1024;  ///< larger buffers are freed after use
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
-bool is_timeout(const error_code& ec) {
-  return ec == beast::error::timeout || ec == asio::error::timed_out;
-}
+constexpr SteadyTime kNever = SteadyTime::max();
 
 /// A reused keep-alive connection that the upstream closed before reading our request
 /// fails in one of these ways; the request was not processed, so it may be resent.
@@ -54,10 +52,9 @@ void release_if_large(T& buffer) {
 
 class Session final : public SessionBase, public std::enable_shared_from_this<Session> {
  public:
-  Session(Worker& worker, tcp::socket socket)
-      : SessionBase(worker), stream_(std::move(socket)), renew_timer_(worker.loop()) {
+  Session(Worker& worker, Socket socket) : SessionBase(worker), stream_(std::move(socket)) {
     error_code ec;
-    auto peer = stream_.socket().remote_endpoint(ec);
+    auto peer = stream_.remote_endpoint(ec);
     if (!ec) {
       auto address = peer.address();
       // Report IPv4 clients of a dual-stack listener as plain IPv4.
@@ -66,7 +63,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       }
       peer_ = address.to_string();
     }
-    stream_.socket().set_option(tcp::no_delay(true), ec);
+    stream_.set_option(tcp::no_delay(true), ec);
   }
 
   ~Session() override {
@@ -80,7 +77,25 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void on_drain() override {
     if (phase_ == Phase::idle) {
       error_code ignored;
-      stream_.socket().cancel(ignored);
+      stream_.cancel(ignored);
+    }
+  }
+
+  void on_tick(SteadyTime now) override {
+    error_code ignored;
+    if (now >= client_deadline_) {
+      // The handler of the pending client operation sees operation_aborted. The deadline
+      // stays until that handler runs, so a composed operation cannot start afresh.
+      client_timed_out_ = true;
+      stream_.cancel(ignored);
+    }
+    if (now >= up_deadline_ && up_) {
+      up_timed_out_ = true;
+      up_->socket.close(ignored);  // again each tick: a range connect tries the next address
+    }
+    if (ticket_ && now >= renew_at_) {
+      renew_at_ = now + ticket_->renew_interval();
+      renew_lease();
     }
   }
 
@@ -97,9 +112,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
     // Waiting for the next request falls under idle_timeout; once its first bytes are
     // here, header_timeout applies.
-    stream_.expires_after(timeouts().idle);
+    client_deadline(timeouts().idle);
     stream_.async_read_some(buffer_.prepare(kFirstReadSize),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->client_deadline_ = kNever;
                               self->buffer_.commit(n);
                               if (ec || n == 0) return self->close_client();
                               self->read_header();
@@ -113,16 +129,18 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     // The route's limit is set once the header names the route; until then Beast's
     // default (1 MiB) must not judge the Content-Length.
     parser_->body_limit(boost::none);
-    stream_.expires_after(timeouts().header);
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+    client_deadline(timeouts().header);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                              self->client_deadline_ = kNever;
+                              self->on_header(ec);
+                            });
   }
 
   void on_header(error_code ec) {
     if (ec) {
       if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-          ec == asio::error::operation_aborted) {
+          (ec == asio::error::operation_aborted && !client_timed_out_)) {
         return close_client();
       }
       worker_.metrics().bad_requests.add();
@@ -130,7 +148,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         return send_problem(431, "header-too-large", "Request header too large",
                             "The request's header is over the gateway's limit.", true, true);
       }
-      if (is_timeout(ec) || ec == asio::error::connection_reset) return close_client();
+      if (client_timed_out_ || ec == asio::error::connection_reset) return close_client();
       return send_problem(400, "bad-request", "Malformed request",
                           "The request is not valid HTTP/1.1.", true, true);
     }
@@ -162,9 +180,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         buffer_.size() == 0) {
       // The client waits for this before sending its body (curl does, for a while).
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      stream_.expires_after(timeouts().body);
+      client_deadline(timeouts().body);
       asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
                         [self = shared_from_this()](error_code ec, std::size_t) {
+                          self->client_deadline_ = kNever;
                           if (ec) return self->close_client();
                           self->read_body();
                         });
@@ -174,10 +193,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void read_body() {
-    stream_.expires_after(timeouts().body);
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+    client_deadline(timeouts().body);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](error_code ec, std::size_t) {
+                       self->client_deadline_ = kNever;
+                       self->on_body(ec);
+                     });
   }
 
   void on_body(error_code ec) {
@@ -191,7 +212,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     // A client that leaves before its whole body arrived has sent nothing: nothing is
     // forwarded and no record is made.
     if (ec) {
-      if (is_timeout(ec)) worker_.metrics().bad_requests.add();
+      if (client_timed_out_) worker_.metrics().bad_requests.add();
       return close_client();
     }
     handle_request();
@@ -236,10 +257,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     engine_ = worker_.runtime().engine;
     begin_time_ = Clock::now();
     // The callback holds a plain pointer (so std::function needs no allocation); the
-    // session keeps itself alive until the decision arrives, and a work guard keeps a
-    // draining loop running while a store on another thread decides.
+    // session keeps itself alive until the decision arrives (and, being listed with its
+    // worker, keeps the worker's ticker and so a draining loop running meanwhile).
     self_ = shared_from_this();
-    work_.emplace(worker_.loop().get_executor());
     in_begin_ = true;
     engine_->begin(view, [this](Decision decision) { deliver(std::move(decision)); });
     in_begin_ = false;
@@ -264,7 +284,6 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void on_decision(Decision decision) {
     auto self = std::move(self_);
-    work_.reset();
     auto& metrics = worker_.metrics();
     metrics.outcomes[static_cast<std::size_t>(decision.outcome)].add();
     bool touched_store =
@@ -317,9 +336,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     body_out_ = std::move(response.body);
     std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body_out_)};
     if (is_head_) buffers[1] = asio::const_buffer();
-    stream_.expires_after(timeouts().body);
+    client_deadline(timeouts().body);
     asio::async_write(stream_, buffers,
                       [self = shared_from_this(), linger](error_code ec, std::size_t) {
+                        self->client_deadline_ = kNever;
                         if (ec) {
                           self->worker_.metrics().client_aborts.add();
                           self->client_gone_ = true;
@@ -349,8 +369,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (phase_ == Phase::closed) return;
     phase_ = Phase::closed;
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    stream_.shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close(ignored);
   }
 
   /// Closes after an answer sent before the request was read whole: reading (and
@@ -363,19 +383,21 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
     phase_ = Phase::closed;
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    linger_deadline_ = Clock::now() + kLingerTime;
+    stream_.shutdown(tcp::socket::shutdown_send, ignored);
+    // One deadline for the whole linger: the tick cancels the read when it passes.
+    client_deadline_ = worker_.now() + kLingerTime;
     drain_input();
   }
 
   void drain_input() {
-    auto left = linger_deadline_ - Clock::now();
-    if (left <= Clock::duration::zero()) return stream_.close();
     buffer_.clear();
-    stream_.expires_after(std::chrono::duration_cast<std::chrono::milliseconds>(left));
     stream_.async_read_some(buffer_.prepare(kFirstReadSize),
                             [self = shared_from_this()](error_code ec, std::size_t) {
-                              if (ec) return self->stream_.close();
+                              if (ec) {
+                                self->client_deadline_ = kNever;
+                                error_code ignored;
+                                return self->stream_.close(ignored);
+                              }
                               self->drain_input();
                             });
   }
@@ -438,7 +460,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     response_started_ = false;
     head_pending_ = false;
     up_parser_.reset();
-    if (ticket_) arm_renewal();
+    if (ticket_) renew_at_ = worker_.now() + ticket_->renew_interval();
     up_ = worker_.pool().take();
     if (up_) return send_upstream(/*reused=*/true);
     connect_upstream();
@@ -446,19 +468,20 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void connect_upstream() {
     up_ = worker_.pool().make();
-    up_->stream.expires_after(timeouts().upstream_connect);
-    up_->stream.async_connect(worker_.pool().endpoints(),
-                              [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
-                                self->on_upstream_connected(ec);
-                              });
+    up_deadline(timeouts().upstream_connect);
+    asio::async_connect(up_->socket, worker_.pool().endpoints(),
+                        [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+                          self->up_deadline_ = kNever;
+                          self->on_upstream_connected(ec);
+                        });
   }
 
   void on_upstream_connected(error_code ec) {
     if (ec) {
-      return upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::connect, ec);
+      return upstream_failed(up_timed_out_ ? UpstreamError::timeout : UpstreamError::connect, ec);
     }
     worker_.metrics().upstream_connects.add();
-    up_->stream.socket().set_option(tcp::no_delay(true), ec);
+    up_->socket.set_option(tcp::no_delay(true), ec);
     send_upstream(/*reused=*/false);
   }
 
@@ -466,15 +489,17 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     reused_ = reused;
     const std::string& body = parser_->get().body();
     std::array<asio::const_buffer, 2> buffers{asio::buffer(up_head_), asio::buffer(body)};
-    up_->stream.expires_after(timeouts().upstream);
-    asio::async_write(up_->stream, buffers,
+    up_deadline(timeouts().upstream);
+    asio::async_write(up_->socket, buffers,
                       [self = shared_from_this()](error_code ec, std::size_t) {
+                        self->up_deadline_ = kNever;
                         if (ec) return self->upstream_failed_or_retry(ec);
                         self->read_upstream_header();
                       });
   }
 
   void upstream_failed_or_retry(error_code ec) {
+    if (up_timed_out_) return upstream_failed(UpstreamError::timeout, ec);
     if (reused_ && !retried_ && is_stale_connection(ec) && up_->buffer.size() == 0 &&
         !(up_parser_ && up_parser_->got_some())) {
       // The upstream closed this idle connection before our request reached it. Resend
@@ -484,7 +509,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       up_.reset();
       return connect_upstream();
     }
-    upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::reset, ec);
+    upstream_failed(UpstreamError::reset, ec);
   }
 
   void read_upstream_header() {
@@ -492,15 +517,17 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     up_parser_->header_limit(kUpstreamHeaderLimit);
     up_parser_->body_limit(boost::none);
     if (is_head_) up_parser_->skip(true);
-    up_->stream.expires_after(timeouts().upstream);
-    http::async_read_header(
-        up_->stream, up_->buffer, *up_parser_,
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_upstream_header(ec); });
+    up_deadline(timeouts().upstream);
+    http::async_read_header(up_->socket, up_->buffer, *up_parser_,
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                              self->up_deadline_ = kNever;
+                              self->on_upstream_header(ec);
+                            });
   }
 
   void on_upstream_header(error_code ec) {
     if (ec) {
-      if (is_timeout(ec) || is_stale_connection(ec)) return upstream_failed_or_retry(ec);
+      if (up_timed_out_ || is_stale_connection(ec)) return upstream_failed_or_retry(ec);
       return upstream_failed(UpstreamError::protocol, ec);
     }
     const auto& res = up_parser_->get();
@@ -543,6 +570,11 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         continue;
       }
       if (is_hop_by_hop(name, tokens)) continue;
+      // Only replays carry the replay mark, whatever the upstream sends.
+      if (ticket_ && field.name() == http::field::unknown &&
+          iequals(name, ticket_->policy().replay_header)) {
+        continue;
+      }
       if (field.name() == http::field::date) has_date = true;
       append_field(head_, name, field.value());
       if (ticket_) captured_.headers.emplace_back(name, field.value());
@@ -583,16 +615,18 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     auto& body = up_parser_->get().body();
     body.data = piece_.get();
     body.size = Worker::kPieceSize;
-    up_->stream.expires_after(timeouts().upstream);
-    http::async_read_some(
-        up_->stream, up_->buffer, *up_parser_,
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_upstream_body(ec); });
+    up_deadline(timeouts().upstream);
+    http::async_read_some(up_->socket, up_->buffer, *up_parser_,
+                          [self = shared_from_this()](error_code ec, std::size_t) {
+                            self->up_deadline_ = kNever;
+                            self->on_upstream_body(ec);
+                          });
   }
 
   void on_upstream_body(error_code ec) {
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
-      return upstream_failed(is_timeout(ec) ? UpstreamError::timeout : UpstreamError::protocol, ec);
+      return upstream_failed(up_timed_out_ ? UpstreamError::timeout : UpstreamError::protocol, ec);
     }
     std::size_t n = Worker::kPieceSize - up_parser_->get().body().size;
     if (capture_) {
@@ -641,9 +675,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       }
     }
     if (last && chunked_out_) buffers[count++] = asio::buffer("0\r\n\r\n", 5);
-    stream_.expires_after(timeouts().body);
+    client_deadline(timeouts().body);
     asio::async_write(stream_, std::span<const asio::const_buffer>(buffers.data(), count),
                       [self = shared_from_this(), last](error_code ec, std::size_t) {
+                        self->client_deadline_ = kNever;
                         self->on_piece_written(ec, last);
                       });
   }
@@ -655,7 +690,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       client_gone_ = true;
       worker_.metrics().client_aborts.add();
       error_code ignored;
-      stream_.socket().close(ignored);
+      stream_.close(ignored);
     }
     if (last) return end_request();
     read_upstream_body();
@@ -665,7 +700,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   /// client has it all), and keep the connection if it can serve another request.
   void upstream_complete() {
     worker_.metrics().upstream_latency.observe(Clock::now() - forward_time_);
-    renew_timer_.cancel();
+    renew_at_ = kNever;
     if (up_parser_->keep_alive() && up_->buffer.size() == 0) {
       worker_.pool().put(std::move(up_));
     }
@@ -698,7 +733,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void upstream_failed(UpstreamError why, error_code ec) {
     worker_.metrics().upstream_errors[static_cast<std::size_t>(why)].add();
-    renew_timer_.cancel();
+    renew_at_ = kNever;
     up_.reset();
     if (ticket_) {
       // No answer to store: remove the record so that the client's retry executes.
@@ -731,26 +766,33 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   // ---- lease renewal ----
 
-  void arm_renewal() {
-    renew_timer_.expires_after(ticket_->renew_interval());
-    renew_timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (ec || !self->ticket_) return;
-      self->engine_->renew(*self->ticket_, [self](Result<TokenCheck> result) {
-        if (!result || *result == TokenCheck::ok) return;
-        asio::post(self->worker_.loop(), [self] {
-          // Another attempt owns the record now; our completion will be discarded.
-          self->worker_.metrics().lease_lost.add();
-          log::warn("lease lost while the upstream worked",
-                    LogFields().add("record",
-                                    self->ticket_ ? self->ticket_->record().hex() : std::string()));
-        });
+  /// Called by on_tick every renew_interval while the ticket is held.
+  void renew_lease() {
+    auto self = shared_from_this();
+    engine_->renew(*ticket_, [self](Result<TokenCheck> result) {
+      if (!result || *result == TokenCheck::ok) return;
+      asio::post(self->worker_.loop(), [self] {
+        // Another attempt owns the record now; our completion will be discarded.
+        self->worker_.metrics().lease_lost.add();
+        log::warn("lease lost while the upstream worked",
+                  LogFields().add("record",
+                                  self->ticket_ ? self->ticket_->record().hex() : std::string()));
       });
-      self->arm_renewal();
     });
   }
 
+  void client_deadline(Duration d) {
+    client_deadline_ = worker_.now() + d;
+    client_timed_out_ = false;
+  }
+
+  void up_deadline(Duration d) {
+    up_deadline_ = worker_.now() + d;
+    up_timed_out_ = false;
+  }
+
   // Client side.
-  beast::tcp_stream stream_;
+  Socket stream_;
   beast::flat_buffer buffer_;
   std::string peer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -766,17 +808,17 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   bool close_after_ = false;
   bool client_gone_ = false;
   bool counted_ = false;
-  Clock::time_point linger_deadline_{};
+  SteadyTime client_deadline_ = kNever;  ///< the pending client operation's, for on_tick
+  bool client_timed_out_ = false;
 
   // The engine.
   std::shared_ptr<Engine> engine_;
   std::shared_ptr<Session> self_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::optional<Decision> inline_decision_;
   std::optional<Ticket> ticket_;
   bool in_begin_ = false;
   Clock::time_point begin_time_{};
-  asio::steady_timer renew_timer_;
+  SteadyTime renew_at_ = kNever;
 
   // Upstream side.
   std::unique_ptr<UpstreamConnection> up_;
@@ -791,12 +833,14 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   bool body_complete_ = true;
   bool chunked_out_ = false;
   bool head_pending_ = false;
+  SteadyTime up_deadline_ = kNever;
+  bool up_timed_out_ = false;
   bool response_started_ = false;  ///< some of the upstream's response went to the client
 };
 
 }  // namespace
 
-void start_session(Worker& worker, tcp::socket socket) {
+void start_session(Worker& worker, Socket socket) {
   std::make_shared<Session>(worker, std::move(socket))->start();
 }
 

@@ -30,12 +30,11 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::make() {
 }
 
 void UpstreamPool::put(std::unique_ptr<UpstreamConnection> connection) {
-  if (!connection || !connection->stream.socket().is_open()) return;
+  if (!connection || !connection->socket.is_open()) return;
   if (idle_.size() >= max_idle_) {
     // Keep the fresh one; the oldest is the likeliest to be closed by the upstream.
     idle_.erase(idle_.begin());
   }
-  connection->stream.expires_never();
   connection->idle_since = std::chrono::steady_clock::now();
   idle_.push_back(std::move(connection));
 }

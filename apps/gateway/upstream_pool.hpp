@@ -1,9 +1,9 @@
 #pragma once
 
+#include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -12,8 +12,10 @@ namespace idem::gateway {
 
 /// One keep-alive connection to the upstream, with its read buffer.
 struct UpstreamConnection {
-  explicit UpstreamConnection(boost::asio::io_context& loop) : stream(loop) {}
-  boost::beast::tcp_stream stream;
+  using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp,
+                                                  boost::asio::io_context::executor_type>;
+  explicit UpstreamConnection(boost::asio::io_context& loop) : socket(loop.get_executor()) {}
+  Socket socket;
   boost::beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since;
 };
