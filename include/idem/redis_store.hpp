@@ -34,7 +34,8 @@ struct RedisStoreOptions {
   /// by `clock`, and Redis drops them `expiry_slack` later. See docs/redis-store.md.
   Duration expiry_slack = std::chrono::minutes(1);
   /// make_redis_store() waits up to connect_timeout for the first connection, so that the
-  /// first requests do not fail while it is being set up. It returns either way.
+  /// first requests do not fail while it is being set up. It returns either way. (Not on
+  /// an external executor: see redis_store_asio.hpp.)
   bool wait_for_connection = true;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
 };

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "idem/record.hpp"
+#include "idem/redis_store_asio.hpp"
 #include "redis/redis_test_support.hpp"
 
 namespace idem::testing {
@@ -210,6 +213,34 @@ TEST_F(RedisStoreTest, ManyConcurrentClaimsArePipelinedOnThePool) {
   }
   EXPECT_EQ(pooled, 2u);
   EXPECT_EQ(store_->stats().records, static_cast<std::uint64_t>(kOps));
+}
+
+TEST_F(RedisStoreTest, RunsOnTheCallersExecutor) {
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread loop([&] { io.run(); });
+  auto options = redis_options(shared_redis().port(), prefix_, clock_);
+  auto store = make_redis_store(options, io.get_executor());
+  ASSERT_TRUE(store.has_value());
+  std::thread::id ran_on;
+  // Not connected yet, perhaps (the factory does not wait here): retry briefly.
+  std::optional<Result<ClaimOutcome>> out;
+  for (int i = 0; i < 100; ++i) {
+    out = await<ClaimOutcome>([&](auto cb) {
+      (*store)->claim(request("k"), [&, cb](Result<ClaimOutcome> r) {
+        ran_on = std::this_thread::get_id();
+        cb(std::move(r));
+      });
+    });
+    if (out && out->has_value()) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(out && out->has_value());
+  EXPECT_TRUE((*out)->acquired);
+  EXPECT_EQ(ran_on, loop.get_id());
+  store->reset();
+  work.reset();
+  loop.join();  // returns: the store left no work behind
 }
 
 TEST(RedisUrlTest, ParsesHostPortDatabaseAndCredentials) {

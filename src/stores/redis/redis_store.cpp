@@ -10,11 +10,13 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <future>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "idem/record.hpp"
 #include "idem/record_name.hpp"
+#include "idem/redis_store_asio.hpp"
 #include "stores/redis/client.hpp"
 
 namespace idem {
@@ -103,10 +105,11 @@ struct Runtime {
 
 class RedisStoreImpl final : public RedisStore {
  public:
-  explicit RedisStoreImpl(RedisStoreOptions options)
+  /// Without `executor`, the store runs its own io_context on its own thread.
+  RedisStoreImpl(RedisStoreOptions options, std::optional<asio::any_io_executor> executor)
       : options_(std::move(options)),
         clock_(options_.clock ? options_.clock : std::make_shared<SystemClock>()),
-        runtime_(std::make_unique<Runtime>()) {
+        runtime_(executor ? nullptr : std::make_unique<Runtime>()) {
     redis::ClientOptions c;
     c.endpoint = {options_.host, options_.port, options_.connect_timeout, options_.command_timeout};
     if (!options_.password.empty()) {
@@ -122,10 +125,14 @@ class RedisStoreImpl final : public RedisStore {
     c.channel_of = [prefix = options_.key_prefix, db = options_.db](const RecordId& id) {
       return channel_name(prefix, db, id);
     };
-    client_ = std::make_shared<Client>(runtime_->io.get_executor(), std::move(c));
-    runtime_->thread = std::thread([rt = runtime_.get()] { rt->io.run(); });
+    client_ =
+        std::make_shared<Client>(executor ? *executor : runtime_->io.get_executor(), std::move(c));
+    if (runtime_) runtime_->thread = std::thread([rt = runtime_.get()] { rt->io.run(); });
     client_->start();
-    if (options_.wait_for_connection) (void)client_->wait_up(options_.connect_timeout);
+    // Never on an external executor: the caller's thread may be the one that has to run it.
+    if (options_.wait_for_connection && runtime_) {
+      (void)client_->wait_up(options_.connect_timeout);
+    }
   }
 
   ~RedisStoreImpl() override;
@@ -169,9 +176,15 @@ class RedisStoreImpl final : public RedisStore {
 // Pending callbacks fail with store_unavailable, then the thread stops. When the last
 // reference goes on the I/O thread itself (inside a callback), that thread cannot be joined
 // from here: a helper thread joins it once the callback returned.
+// On an external executor the store cannot wait: it asks the client to stop and leaves; the
+// client's handlers keep what they use alive and touch nothing of this object.
 RedisStoreImpl::~RedisStoreImpl() {
   Runtime* rt = runtime_.get();
   auto client = std::move(client_);
+  if (!rt) {
+    client->stop(Error{Errc::store_unavailable, "redis store shut down"}, [] {});
+    return;
+  }
   if (rt->thread.get_id() == std::this_thread::get_id()) {
     client->stop(Error{Errc::store_unavailable, "redis store shut down"}, [] {});
     std::thread([rt = std::move(runtime_), client = std::move(client)]() mutable {
@@ -342,7 +355,10 @@ void RedisStoreImpl::load_or_create_secret(Callback<std::string> done) {
 
 }  // namespace
 
-Result<std::shared_ptr<RedisStore>> make_redis_store(RedisStoreOptions options) {
+namespace {
+
+Result<std::shared_ptr<RedisStore>> make(RedisStoreOptions options,
+                                         std::optional<asio::any_io_executor> executor) {
   auto bad = [](std::string what) {
     return Error{Errc::invalid_argument, "redis store: " + std::move(what)};
   };
@@ -353,7 +369,19 @@ Result<std::shared_ptr<RedisStore>> make_redis_store(RedisStoreOptions options) 
   if (options.command_timeout <= Duration::zero()) return bad("command_timeout must be > 0");
   if (options.reconnect_min <= Duration::zero()) return bad("reconnect_min must be > 0");
   if (options.expiry_slack < Duration::zero()) return bad("expiry_slack must be >= 0");
-  return std::shared_ptr<RedisStore>(std::make_shared<RedisStoreImpl>(std::move(options)));
+  return std::shared_ptr<RedisStore>(
+      std::make_shared<RedisStoreImpl>(std::move(options), std::move(executor)));
+}
+
+}  // namespace
+
+Result<std::shared_ptr<RedisStore>> make_redis_store(RedisStoreOptions options) {
+  return make(std::move(options), std::nullopt);
+}
+
+Result<std::shared_ptr<RedisStore>> make_redis_store(RedisStoreOptions options,
+                                                     boost::asio::any_io_executor executor) {
+  return make(std::move(options), std::move(executor));
 }
 
 }  // namespace idem
