@@ -13,6 +13,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -158,15 +159,31 @@ class Canonicalizer {
     return token.find('\\') == std::string_view::npos;
   }
 
-  /// The name of `field` straight from the input when it has no escapes.
+  /// The name of `field` straight from the input when it has no escapes: the bytes up to
+  /// the first '"', unless a '\\' comes first. Scans 8 bytes at a time (the padding after
+  /// the input makes the last reads safe); the lowest match of the zero-byte test is exact.
   bool plain_name(od::field& field, std::string_view& name) const noexcept {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+    auto zero_bytes = [](std::uint64_t x) { return (x - kOnes) & ~x & kHigh; };
     const char* begin = field.key().raw();
-    for (const char* q = begin; q < end_; ++q) {
-      if (*q == '"') {
-        name = std::string_view(begin, q - begin);
-        return true;
+    if constexpr (std::endian::native != std::endian::little) {  // the lowest match is exact
+      for (const char* q = begin; q < end_ && *q != '\\'; ++q) {
+        if (*q == '"') {
+          name = std::string_view(begin, q - begin);
+          return true;
+        }
       }
-      if (*q == '\\') return false;
+      return false;
+    }
+    for (const char* q = begin; q < end_; q += 8) {
+      std::uint64_t word;
+      std::memcpy(&word, q, 8);
+      std::uint64_t hits = zero_bytes(word ^ (kOnes * '"')) | zero_bytes(word ^ (kOnes * '\\'));
+      if (hits == 0) continue;
+      const char* at = q + std::countr_zero(hits) / 8;
+      if (at >= end_ || *at != '"') return false;
+      name = std::string_view(begin, at - begin);
+      return true;
     }
     return false;
   }
