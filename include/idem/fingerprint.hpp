@@ -13,11 +13,15 @@ namespace idem {
 
 enum class FingerprintAlgorithm { sha256, xxh3_128 };
 
-/// A compiled set of RFC 6901 JSON Pointers (`fingerprint_ignore`).
+/// A compiled set of RFC 6901 JSON Pointers (`fingerprint_ignore`): `/a/b` names member
+/// `b` of member `a`, `~1` stands for '/', `~0` for '~', and a decimal token also names an
+/// array element (`/items/0`). Immutable once built; copies are deep.
 class JsonPointerSet {
  public:
   JsonPointerSet() noexcept;
-  /// Throws std::invalid_argument naming the bad pointer (start-up only).
+  /// Throws std::invalid_argument naming the bad pointer (start-up only): one that does not
+  /// start with '/', has a '~' not followed by '0' or '1', or is empty (the whole body: see
+  /// Fingerprinter).
   explicit JsonPointerSet(const std::vector<std::string>& pointers);
   ~JsonPointerSet();
   JsonPointerSet(const JsonPointerSet&);
@@ -73,6 +77,8 @@ class Fingerprinter {
   /// path, the sorted query, every `fingerprint_headers` header (absent and empty differ;
   /// all values of a repeated header, in order), the body kind (json, form, raw) and the
   /// body's canonical bytes. Never throws; uses per-thread buffers, no allocation once warm.
+  /// Aborts the process if OpenSSL fails (out of memory): a constant digest instead could
+  /// replay another request's response.
   Digest fingerprint(const RequestView& request) const;
 
   /// The exact parts that are hashed, rendered for people, one `name: value` line each
