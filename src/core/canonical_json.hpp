@@ -1,5 +1,6 @@
 #pragma once
 
+#include <concepts>
 #include <string>
 #include <string_view>
 
@@ -11,8 +12,8 @@ namespace idem::detail {
 /// lets a caller consume text that lives in per-thread buffers without copying it.
 class TextSink {
  public:
-  template <class F>
-  TextSink(F& f) noexcept  // NOLINT: implicit, as function_ref
+  template <std::invocable<std::string_view> F>
+  TextSink(F& f) noexcept  // NOLINT(google-explicit-constructor): implicit, as function_ref
       : object_(&f), call_([](void* o, std::string_view text) { (*static_cast<F*>(o))(text); }) {}
   void operator()(std::string_view text) const { call_(object_, text); }
 
