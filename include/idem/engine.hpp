@@ -138,6 +138,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void lookup(const RecordId& id, Callback<std::optional<Record>> done);
   void flush(const RecordId& id, Callback<bool> done);
 
+  /// Conveniences over record_id + lookup / flush, as the seed packages' `has(key, scope)`
+  /// and `flush(key, scope)`: whether the key has a live record (in flight or completed),
+  /// and its removal (true when one was removed). `scope_value` as for record_id. Defined in
+  /// engine_admin.cpp.
+  void has(std::string_view scope_value, std::string_view key, Callback<bool> done,
+           std::string_view method = "POST", std::string_view path = "/");
+  void flush(std::string_view scope_value, std::string_view key, Callback<bool> done,
+             std::string_view method = "POST", std::string_view path = "/");
+
   const PolicySet& policies() const noexcept;
   Store& store() noexcept;
 

@@ -64,6 +64,16 @@ struct FingerprintOptions {
   std::vector<std::string> headers;  ///< `fingerprint_headers`
 };
 
+/// A custom fingerprint (`Policy::fingerprint_strategy`), for requests whose meaning the
+/// built-in canonical forms miss, e.g. a body with a volatile field outside JSON. Two
+/// requests that mean the same operation must get the same digest. Implementations are
+/// immutable and thread-safe, and never throw.
+class FingerprintStrategy {
+ public:
+  virtual ~FingerprintStrategy() = default;
+  virtual Digest fingerprint(const RequestView& request) const = 0;
+};
+
 /// Computes request fingerprints (contract section 6). Immutable and thread-safe once
 /// built; build one per policy at start-up.
 class Fingerprinter {

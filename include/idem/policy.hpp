@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +44,19 @@ struct Policy {
   FingerprintOptions fingerprint;
   bool fail_open = false;
   std::string problem_type_base = "urn:idem:problem:";
+
+  // Programmatic hooks for embedders (no config-file form). Each is called on request
+  // threads, so it must be thread-safe, must not block and must not throw.
+
+  /// Checks a key after `key_format`; false answers `invalid-key`. For key rules a regular
+  /// expression cannot say (a checksum, a registry of issued keys).
+  std::function<bool(std::string_view key)> key_validator;
+  /// Replaces `scope`: the returned value names the scope (a tenant, a user id). The same
+  /// value names it for Engine::record_id, has and flush. Never shares records with a
+  /// built-in scope kind.
+  std::function<std::string(const RequestView& request)> scope_resolver;
+  /// Replaces the built-in fingerprint (`fingerprint` settings are then unused).
+  std::shared_ptr<const FingerprintStrategy> fingerprint_strategy;
 
   bool covers_method(std::string_view method) const noexcept;
 };

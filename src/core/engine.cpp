@@ -72,6 +72,15 @@ Decision pass_through(Outcome outcome = Outcome::passthrough) {
   return d;
 }
 
+/// The scope string of a Policy::scope_resolver value: its own tag, so that it never names
+/// the same record as a built-in scope kind.
+std::string resolved_scope(std::string_view value) {
+  std::string out("resolver");
+  out.push_back('\0');
+  out.append(value);
+  return out;
+}
+
 }  // namespace
 
 void Engine::begin(const RequestView& request, DecisionCallback done) {
@@ -100,6 +109,11 @@ void Engine::begin(const RequestView& request, DecisionCallback done) {
         Outcome::invalid_key, policy, ProblemType::invalid_key,
         "The " + policy.header + " header is invalid: " + std::string(describe(*error)) + "."));
   }
+  if (policy.key_validator && !policy.key_validator(std::get<std::string>(*parsed))) {
+    return done(problem(Outcome::invalid_key, policy, ProblemType::invalid_key,
+                        "The " + policy.header + " header is invalid: " +
+                            std::string(describe(KeyError::format_mismatch)) + "."));
+  }
   if (request.body.size() > policy.max_request_bytes) {
     return done(problem(
         Outcome::too_large, policy, ProblemType::body_too_large,
@@ -107,12 +121,16 @@ void Engine::begin(const RequestView& request, DecisionCallback done) {
   }
   const std::string& key = std::get<std::string>(*parsed);
   std::string route = plan.route.empty() ? std::string(path) : plan.route;
-  std::string scope = scope_string(policy.scope, request, policy.identity_headers,
-                                   impl_->options.policies.trusted_proxies, route);
+  std::string scope = policy.scope_resolver
+                          ? resolved_scope(policy.scope_resolver(request))
+                          : scope_string(policy.scope, request, policy.identity_headers,
+                                         impl_->options.policies.trusted_proxies, route);
 
   PendingClaim pending{&plan, std::move(route), {}};
   pending.claim.id = impl_->namer.name(scope, key);
-  pending.claim.fingerprint = plan.fingerprinter.fingerprint(request);
+  pending.claim.fingerprint = policy.fingerprint_strategy
+                                  ? policy.fingerprint_strategy->fingerprint(request)
+                                  : plan.fingerprinter.fingerprint(request);
   pending.claim.owner = impl_->options.instance_id;
   pending.claim.lease = policy.lease;
   pending.claim.ttl = policy.ttl;
@@ -292,6 +310,7 @@ RecordId Engine::record_id(std::string_view scope_value, std::string_view key,
   auto match = impl_->options.policies.match(method, path);
   const RoutePlan& plan = *impl_->plans[match.index];
   std::string_view route = plan.route.empty() ? path : std::string_view(plan.route);
+  if (plan.policy->scope_resolver) return impl_->namer.name(resolved_scope(scope_value), key);
   return impl_->namer.name(scope_string_from_value(plan.policy->scope, scope_value, route), key);
 }
 
