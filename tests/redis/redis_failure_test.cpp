@@ -162,6 +162,11 @@ TEST(RedisStartTest, InvalidOptionsAreRefused) {
   auto store = make_redis_store(o);
   ASSERT_FALSE(store.has_value());
   EXPECT_EQ(store.error().code, Errc::invalid_argument);
+  RedisStoreOptions braces;
+  braces.key_prefix = "app{1}:";
+  auto tagged = make_redis_store(braces);
+  ASSERT_FALSE(tagged.has_value());
+  EXPECT_NE(tagged.error().message.find("key_prefix"), std::string::npos);
 }
 
 }  // namespace

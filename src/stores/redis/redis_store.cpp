@@ -369,6 +369,10 @@ Result<std::shared_ptr<RedisStore>> make(RedisStoreOptions options,
   if (options.command_timeout <= Duration::zero()) return bad("command_timeout must be > 0");
   if (options.reconnect_min <= Duration::zero()) return bad("reconnect_min must be > 0");
   if (options.expiry_slack < Duration::zero()) return bad("expiry_slack must be >= 0");
+  // A brace would become the Cluster hash tag and put every record in one slot.
+  if (options.key_prefix.find_first_of("{}") != std::string::npos) {
+    return bad("key_prefix must not contain '{' or '}'");
+  }
   return std::shared_ptr<RedisStore>(
       std::make_shared<RedisStoreImpl>(std::move(options), std::move(executor)));
 }
