@@ -38,6 +38,9 @@ struct LmdbStoreOptions {
   /// With Durability::process: flush to disk this often when something was written, to
   /// bound what an OS crash loses. Zero never flushes (the OS writes back on its own).
   std::chrono::milliseconds sync_interval{1000};
+  /// Completed records kept decoded in memory for replays (0: none). Only a cache: every
+  /// answer is what LMDB holds, also when other processes write the directory.
+  std::size_t cache_bytes = std::size_t{64} << 20;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
 };
 

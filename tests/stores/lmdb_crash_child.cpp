@@ -4,6 +4,10 @@
 // printed must survive a SIGKILL at any moment.
 //
 //   lmdb_crash_child DIR process|power
+//
+// It also plays "another process" for the store's cache tests:
+//
+//   lmdb_crash_child erase DIR HEX      erases one record with the offline tool
 
 #include <unistd.h>
 
@@ -13,21 +17,30 @@
 #include <cstring>
 #include <semaphore>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "idem/lmdb_store.hpp"
+#include "idem/lmdb_tools.hpp"
 
 namespace {
 
 constexpr int kThreads = 4;
 constexpr int kOutstanding = 32;  // per thread
 
+// Unique per (process, thread, n), and uniform in its first 8 bytes like the HMAC names
+// the engine makes (stores hash ids by those bytes).
 idem::RecordId id_of(std::uint64_t pid, std::uint64_t thread, std::uint64_t n) {
+  std::uint64_t mixed = (pid << 40) ^ (thread << 32) ^ n;
+  mixed = (mixed ^ (mixed >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64's finaliser
+  mixed = (mixed ^ (mixed >> 27)) * 0x94d049bb133111ebull;
+  mixed ^= mixed >> 31;
   std::uint8_t bytes[32] = {};
-  std::memcpy(bytes, &pid, 8);
-  std::memcpy(bytes + 8, &thread, 8);
-  std::memcpy(bytes + 16, &n, 8);
+  std::memcpy(bytes, &mixed, 8);
+  std::memcpy(bytes + 8, &pid, 8);
+  std::memcpy(bytes + 16, &thread, 8);
+  std::memcpy(bytes + 24, &n, 8);
   return idem::RecordId(bytes);
 }
 
@@ -37,9 +50,24 @@ void print_line(const std::string& line) {
   if (::write(STDOUT_FILENO, out.data(), out.size()) < 0) std::_Exit(3);
 }
 
+int erase(const char* dir, std::string_view hex) {
+  std::vector<std::uint8_t> bytes;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    bytes.push_back(
+        static_cast<std::uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  }
+  try {
+    return idem::lmdb_erase_record(dir, idem::RecordId(bytes)) ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "erase") == 0) return erase(argv[2], argv[3]);
   if (argc != 3) {
     std::fprintf(stderr, "usage: lmdb_crash_child DIR process|power\n");
     return 2;

@@ -19,8 +19,6 @@
 #include "stores/lmdb_test_support.hpp"
 #include "unit/store_conformance.hpp"
 
-extern char** environ;
-
 namespace idem::testing {
 namespace {
 

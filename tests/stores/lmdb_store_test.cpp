@@ -23,8 +23,8 @@ namespace {
 using namespace std::chrono_literals;
 
 // A store whose data directory goes away with it: the store is destroyed first.
-std::shared_ptr<Store> store_in_temp_dir(std::shared_ptr<ManualClock> clock,
-                                         Durability durability) {
+std::shared_ptr<Store> store_in_temp_dir(std::shared_ptr<ManualClock> clock, Durability durability,
+                                         std::size_t cache_bytes) {
   struct Holder {
     TempDir dir;
     std::shared_ptr<LmdbStore> store;
@@ -34,23 +34,24 @@ std::shared_ptr<Store> store_in_temp_dir(std::shared_ptr<ManualClock> clock,
   options.path = holder->dir.path();
   options.clock = std::move(clock);
   options.durability = durability;
+  options.cache_bytes = cache_bytes;
   holder->store = make_lmdb_store(options);
   return std::shared_ptr<Store>(holder, holder->store.get());
 }
 
-INSTANTIATE_TEST_SUITE_P(Lmdb, StoreConformanceTest,
-                         ::testing::Values(StoreFactory{"lmdb_process",
-                                                        [](std::shared_ptr<ManualClock> clock) {
-                                                          return store_in_temp_dir(
-                                                              std::move(clock),
-                                                              Durability::process);
-                                                        }},
-                                           StoreFactory{"lmdb_power",
-                                                        [](std::shared_ptr<ManualClock> clock) {
-                                                          return store_in_temp_dir(
-                                                              std::move(clock), Durability::power);
-                                                        }}),
-                         StoreFactory::name_of);
+StoreFactory lmdb_factory(std::string name, Durability durability, std::size_t cache_bytes) {
+  return StoreFactory{std::move(name), [=](std::shared_ptr<ManualClock> clock) {
+                        return store_in_temp_dir(std::move(clock), durability, cache_bytes);
+                      }};
+}
+
+// The record cache is on by default; the third instance answers every read from LMDB.
+INSTANTIATE_TEST_SUITE_P(
+    Lmdb, StoreConformanceTest,
+    ::testing::Values(lmdb_factory("lmdb_process", Durability::process, std::size_t{64} << 20),
+                      lmdb_factory("lmdb_power", Durability::power, std::size_t{64} << 20),
+                      lmdb_factory("lmdb_uncached", Durability::process, 0)),
+    StoreFactory::name_of);
 
 /// LMDB-only tests: the fixture's helpers, with a store the test opens and reopens.
 class LmdbStoreTest : public StoreConformanceTest {
@@ -310,6 +311,37 @@ TEST_F(LmdbStoreTest, ReplaysAreAnsweredWithoutTheWriter) {
   EXPECT_TRUE(inline_answer) << "a replay calls back before claim() returns";
   EXPECT_EQ(store.counters().transactions, before.transactions);
   EXPECT_EQ(store.counters().read_answers, before.read_answers + 1);
+}
+
+TEST_F(LmdbStoreTest, CachedReplaysFollowErasesAndExpiry) {
+  LmdbStore& store = open();
+  ASSERT_EQ(*complete("k", acquire(request("k")), response(), 10s), TokenCheck::ok);
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(claim(request("k"))->acquired);  // cached now
+  ASSERT_TRUE(*erase("k"));
+  EXPECT_FALSE(get("k")->has_value());
+  const std::uint64_t again = acquire(request("k"));
+  ASSERT_EQ(*complete("k", again, response(200, "second"), 10s), TokenCheck::ok);
+  auto replay = claim(request("k"));
+  ASSERT_TRUE(replay.has_value() && replay->existing && replay->existing->response);
+  EXPECT_EQ(replay->existing->response->body, "second");
+  clock_->advance(10s);
+  EXPECT_FALSE(get("k")->has_value());
+  EXPECT_TRUE(claim(request("k"))->acquired);
+  EXPECT_GE(store.counters().read_answers, 4u);
+}
+
+TEST_F(LmdbStoreTest, AnotherProcesssEraseIsSeenAtOnce) {
+  open();
+  for (const char* key : {"a", "b"}) {
+    ASSERT_EQ(*complete(key, acquire(request(key))), TokenCheck::ok);
+    ASSERT_FALSE(claim(request(key))->acquired);  // cached
+  }
+  // idemctl store flush, say, while the gateway runs: its commit is not the store's own.
+  ASSERT_EQ(run_helper({"erase", dir_.path().string(), id("a").hex()}), 0);
+  EXPECT_FALSE(get("a")->has_value());
+  EXPECT_TRUE(claim(request("a"))->acquired);  // the writer commits, and empties the cache
+  ASSERT_EQ(run_helper({"erase", dir_.path().string(), id("b").hex()}), 0);
+  EXPECT_TRUE(claim(request("b"))->acquired);
 }
 
 TEST_F(LmdbStoreTest, CallbacksMayDropTheLastReference) {

@@ -5,6 +5,8 @@
 // queue up and land in one batch.
 
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,9 +15,12 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "idem/lmdb_store.hpp"
 #include "unit/store_conformance.hpp"
+
+extern char** environ;
 
 namespace idem::testing {
 
@@ -43,6 +48,20 @@ class TempDir {
 inline std::string file_bytes(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Runs the test helper (lmdb_crash_child) with `args` as another process; its exit
+/// status, or -1 when it could not run.
+inline int run_helper(std::vector<std::string> args) {
+  std::string exe = IDEM_LMDB_CRASH_CHILD;
+  std::vector<char*> argv{exe.data()};
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 /// Holds the writer thread inside a callback until open() (or destruction), so that the

@@ -34,7 +34,10 @@ std::size_t used_pages(MDB_txn* txn, const Dbis& dbis) {
 }  // namespace
 
 Core::Core(LmdbStoreOptions options, std::unique_ptr<Env> env)
-    : options_(std::move(options)), env_(std::move(env)), reads_(env_->get(), kReadSlots) {
+    : options_(std::move(options)),
+      env_(std::move(env)),
+      reads_(env_->get(), kReadSlots),
+      cache_(options_.cache_bytes) {
   MDB_envinfo info;
   MDB_stat st;
   mdb_env_info(env_->get(), &info);
@@ -52,6 +55,7 @@ Core::Core(LmdbStoreOptions options, std::unique_ptr<Env> env)
   bytes_ = tables.bytes();
   mdb_txn_abort(txn);
   if (rc != 0) fail(env_->dir(), "cannot read the meta database: " + mdb_error(rc));
+  known_txnid_ = latest_txnid();
 }
 
 Core::~Core() = default;
@@ -72,17 +76,50 @@ void Core::request_stop() {
   wake_.notify_one();
 }
 
-Result<std::optional<Record>> Core::read_live(const RecordId& id, TimePoint now) {
+Result<void> Core::read_live(const RecordId& id, TimePoint now, std::optional<Record>& out) {
+  out.reset();
+  if (cache_.enabled() && latest_txnid() == known_txnid_.load(std::memory_order_acquire) &&
+      cache_.find(id, out)) {
+    if (now >= out->expires_at) out.reset();
+    return {};
+  }
   ReadTxn txn(reads_);
   if (txn.rc() != 0) return error_of(txn.rc());
-  auto found = read_record(txn.get(), env_->dbis().records, id);
+  std::size_t size = 0;
+  auto found = read_record(txn.get(), env_->dbis().records, id, &size);
   if (!found) {
-    if (found.error().code != Errc::corrupt_record) return found;
+    if (found.error().code != Errc::corrupt_record) return found.error();
     return Error{Errc::corrupt_record, "lmdb record " + id.hex() + ": " + found.error().message};
   }
   // Expired is absent on every path, whether or not the sweeper got there yet.
-  if (*found && now >= (*found)->expires_at) return std::optional<Record>{};
-  return found;
+  if (!*found || now >= (*found)->expires_at) return {};
+  // Completed records change only by going away, which makes them worth keeping.
+  if ((*found)->state == RecordState::completed && cache_.enabled()) {
+    cache_.insert_if_latest(id, **found, size, mdb_txn_id(txn.get()),
+                            [this] { return latest_txnid(); });
+  }
+  out = std::move(*found);
+  return {};
+}
+
+std::uint64_t Core::latest_txnid() const {
+  MDB_envinfo info;
+  mdb_env_info(env_->get(), &info);
+  return info.me_last_txnid;
+}
+
+void Core::commit_to_cache(std::span<const RecordId> changed, std::uint64_t txnid) {
+  if (!cache_.enabled()) return;
+  for (const RecordId& id : changed) cache_.erase(id);
+  known_txnid_.store(txnid, std::memory_order_release);
+}
+
+void Core::resync_cache() {
+  if (!cache_.enabled()) return;
+  const std::uint64_t latest = latest_txnid();
+  if (latest == known_txnid_.load(std::memory_order_acquire)) return;
+  cache_.clear();
+  known_txnid_.store(latest, std::memory_order_release);
 }
 
 Result<void> Core::ping() {
@@ -120,8 +157,17 @@ void Core::notify(const RecordId& id) {
 
 LmdbStoreCounters Core::counters() const {
   constexpr auto r = std::memory_order_relaxed;
-  return {transactions_.load(r), operations_.load(r), syncs_.load(r), store_full_.load(r),
-          read_answers_.load(r), sweeps_.load(r),     swept_.load(r)};
+  std::uint64_t read_answers = 0;
+  for (const Stripe& stripe : read_answers_) read_answers += stripe.n.load(r);
+  LmdbStoreCounters c;
+  c.transactions = transactions_.load(r);
+  c.operations = operations_.load(r);
+  c.syncs = syncs_.load(r);
+  c.store_full = store_full_.load(r);
+  c.read_answers = read_answers;
+  c.sweeps = sweeps_.load(r);
+  c.swept = swept_.load(r);
+  return c;
 }
 
 Error Core::error_of(int rc) const {
@@ -152,6 +198,9 @@ ApplyContext Core::context(MDB_txn* txn, TimePoint now) const {
 int Core::commit(std::span<Op> ops, TimePoint now) {
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
+  const std::uint64_t txnid = mdb_txn_id(txn);
+  // Another process committed since our last commit: what the cache holds may be gone.
+  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   Tables tables(txn, env_->dbis());
   int rc = tables.load_counters();
   const ApplyContext ctx = context(txn, now);
@@ -166,6 +215,10 @@ int Core::commit(std::span<Op> ops, TimePoint now) {
   }
   const std::uint64_t records = tables.record_count();
   if ((rc = mdb_txn_commit(txn))) return rc;  // a failed commit frees the txn too
+  std::vector<RecordId> changed;
+  changed.reserve(ops.size());
+  for (const Op& op : ops) changed.push_back(op_id(op));
+  commit_to_cache(changed, txnid);
   records_.store(records, std::memory_order_relaxed);
   bytes_.store(tables.bytes(), std::memory_order_relaxed);
   transactions_.fetch_add(1, std::memory_order_relaxed);
@@ -255,6 +308,9 @@ bool Core::sweep(TimePoint now) {
   }
   const bool more = due.size() > batch;
   if (more) due.pop_back();
+  const std::uint64_t txnid = mdb_txn_id(txn);
+  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
+  std::vector<RecordId> changed;
 
   Tables tables(txn, env_->dbis());
   if (rc == 0) rc = tables.load_counters();
@@ -267,6 +323,7 @@ bool Core::sweep(TimePoint now) {
     if (parse_expiry_key(key, ms, id) && (rc = tables.find(id, found)) == 0 && found.present() &&
         found.record->has_value() && to_ms((*found.record)->expires_at) == ms) {
       rc = tables.remove(id, found);  // the record and this index entry
+      changed.push_back(id);
       ++removed;
       continue;
     }
@@ -284,6 +341,7 @@ bool Core::sweep(TimePoint now) {
   }
   const std::uint64_t records = tables.record_count();
   if (mdb_txn_commit(txn) != 0) return false;
+  commit_to_cache(changed, txnid);
   unsynced_ = true;
   records_.store(records, std::memory_order_relaxed);
   bytes_.store(tables.bytes(), std::memory_order_relaxed);
@@ -319,6 +377,7 @@ void Core::run() {
       run_batch(batch);
       batch.clear();  // callbacks may hold the last reference to their captures
     }
+    resync_cache();
     const auto now = SteadyClock::now();
     if (now >= next_sweep) {
       next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;

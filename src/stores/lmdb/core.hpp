@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -16,6 +17,7 @@
 #include "stores/lmdb/env.hpp"
 #include "stores/lmdb/ops.hpp"
 #include "stores/lmdb/read_pool.hpp"
+#include "stores/lmdb/record_cache.hpp"
 #include "stores/memory/watch_state.hpp"
 
 namespace idem::lmdb {
@@ -29,6 +31,13 @@ namespace idem::lmdb {
 /// transaction fails (MDB_MAP_FULL), the operations are retried one per transaction, so a
 /// completion that fits is not lost with a claim that does not. Between batches the writer
 /// sweeps expired records in bounded transactions, oldest first, from the expiry index.
+///
+/// Reads: a completed record found by a read is kept decoded in a RecordCache, trusted
+/// only while `known_txnid_` (the newest commit whose changes this process has applied to
+/// the cache: its own, whose records it drops from the cache after each commit) is LMDB's
+/// newest commit. Another process's commit (idemctl, a second gateway) makes them differ:
+/// reads then go to LMDB, and the writer empties the cache before its next transaction or
+/// at its next wake-up, whichever comes first.
 class Core {
  public:
   Core(LmdbStoreOptions options, std::unique_ptr<Env> env);
@@ -36,12 +45,15 @@ class Core {
 
   // Any thread.
   void submit(Op op);
-  /// The record if present and unexpired at `now`, read in a pooled read transaction.
-  Result<std::optional<Record>> read_live(const RecordId& id, TimePoint now);
+  /// Sets `out` to the record if present and unexpired at `now` (from the cache, or read in
+  /// a pooled read transaction). Filled in place: a replay copies the record once.
+  Result<void> read_live(const RecordId& id, TimePoint now, std::optional<Record>& out);
   Result<void> ping();
   std::shared_ptr<detail::WatchState> add_watch(const RecordId& id, std::function<void()> fn);
   void remove_watch(const RecordId& id, const detail::WatchState* state);
-  void count_read_answer() noexcept { read_answers_.fetch_add(1, std::memory_order_relaxed); }
+  void count_read_answer() noexcept {
+    read_answers_[thread_slot() % kStripes].n.fetch_add(1, std::memory_order_relaxed);
+  }
   LmdbStoreCounters counters() const;
   StoreStats stats() const {
     return {records_.load(std::memory_order_relaxed), bytes_.load(std::memory_order_relaxed)};
@@ -64,10 +76,18 @@ class Core {
   Error error_of(int rc) const;
   void deliver(Op& op);
   void notify(const RecordId& id);
+  /// LMDB's newest committed transaction id, from the shared lock file: no system call.
+  std::uint64_t latest_txnid() const;
+  /// After a commit of ours: forget what it changed, then trust the cache again.
+  void commit_to_cache(std::span<const RecordId> changed, std::uint64_t txnid);
+  /// Empties the cache if someone else committed since we last looked.
+  void resync_cache();
 
   const LmdbStoreOptions options_;
   std::unique_ptr<Env> env_;
   ReadPool reads_;  // after env_: destroyed (its transactions aborted) before the env closes
+  RecordCache cache_;
+  std::atomic<std::uint64_t> known_txnid_{0};
   std::size_t map_bytes_ = 0;  // as LMDB has it: an existing environment keeps its own
   std::size_t map_pages_ = 0;
 
@@ -89,7 +109,12 @@ class Core {
   std::atomic<std::uint64_t> operations_{0};
   std::atomic<std::uint64_t> syncs_{0};
   std::atomic<std::uint64_t> store_full_{0};
-  std::atomic<std::uint64_t> read_answers_{0};
+  // Counted by every reading thread: striped, so they do not fight over one cache line.
+  static constexpr std::size_t kStripes = 16;
+  struct alignas(64) Stripe {
+    std::atomic<std::uint64_t> n{0};
+  };
+  std::array<Stripe, kStripes> read_answers_;
   std::atomic<std::uint64_t> sweeps_{0};
   std::atomic<std::uint64_t> swept_{0};
 };

@@ -50,19 +50,17 @@ class LmdbStoreImpl final : public LmdbStore {
 
   void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
     const TimePoint now = core_->options().clock->now();
-    auto found = core_->read_live(request.id, now);
-    if (!found) {
-      done(found.error());
+    ClaimOutcome out;
+    if (auto read = core_->read_live(request.id, now, out.existing); !read) {
+      done(read.error());
       return;
     }
-    if (*found) {
-      Record& rec = **found;
+    if (out.existing) {
+      const Record& rec = *out.existing;
       const bool take_over = request.take_over_expired && rec.lease_expired(now) &&
                              rec.fingerprint == request.fingerprint;
       if (!take_over) {
         core_->count_read_answer();
-        ClaimOutcome out;
-        out.existing = std::move(rec);
         done(std::move(out));
         return;
       }
@@ -85,7 +83,12 @@ class LmdbStoreImpl final : public LmdbStore {
   }
 
   void get(const RecordId& id, Callback<std::optional<Record>> done) override {
-    done(core_->read_live(id, core_->options().clock->now()));
+    std::optional<Record> out;
+    if (auto read = core_->read_live(id, core_->options().clock->now(), out); !read) {
+      done(read.error());
+      return;
+    }
+    done(std::move(out));
   }
 
   void erase(const RecordId& id, Callback<bool> done) override {

@@ -5,11 +5,17 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <thread>
 
 namespace idem::lmdb {
+
+/// A small number per thread, handed out in order: spreads threads over slots and stripes
+/// without hashing thread ids on every call.
+inline std::size_t thread_slot() noexcept {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t slot = next.fetch_add(1, std::memory_order_relaxed);
+  return slot;
+}
 
 /// Read-only transactions kept reset between uses. Beginning a read transaction takes a
 /// slot in LMDB's reader table under a process-shared mutex; renewing a reset one only
@@ -62,11 +68,7 @@ class ReadPool {
 
  private:
   static constexpr std::size_t kProbe = 4;
-  std::size_t home() const noexcept {
-    // Thread handles are aligned addresses: mix them before taking the remainder.
-    const std::uint64_t h = std::hash<std::thread::id>{}(std::this_thread::get_id());
-    return static_cast<std::size_t>((h * 0x9E3779B97F4A7C15ull) >> 32) % size_;
-  }
+  std::size_t home() const noexcept { return thread_slot() % size_; }
 
   MDB_env* env_;
   std::size_t size_;

@@ -129,12 +129,14 @@ void Tables::add_bytes(std::size_t add, std::size_t sub) noexcept {
   bytes_dirty_ = true;
 }
 
-Result<std::optional<Record>> read_record(MDB_txn* txn, MDB_dbi records, const RecordId& id) {
+Result<std::optional<Record>> read_record(MDB_txn* txn, MDB_dbi records, const RecordId& id,
+                                          std::size_t* stored_size) {
   MDB_val key = as_val(id_bytes(id));
   MDB_val val;
   const int rc = mdb_get(txn, records, &key, &val);
   if (rc == MDB_NOTFOUND) return std::optional<Record>{};
   if (rc != 0) return Error{Errc::store_unavailable, "lmdb read: " + mdb_error(rc)};
+  if (stored_size) *stored_size = key.mv_size + val.mv_size;
   auto record = decode_record(as_view(val));
   if (!record) return record.error();
   return std::optional<Record>(std::move(*record));

@@ -87,6 +87,8 @@ class Tables {
 
 /// Reads one record in a read-only (or any) transaction: nullopt when absent. Decoding
 /// copies out of the map, so the result outlives the transaction.
-Result<std::optional<Record>> read_record(MDB_txn* txn, MDB_dbi records, const RecordId& id);
+/// `stored_size`, when given, receives the key + value bytes.
+Result<std::optional<Record>> read_record(MDB_txn* txn, MDB_dbi records, const RecordId& id,
+                                          std::size_t* stored_size = nullptr);
 
 }  // namespace idem::lmdb
