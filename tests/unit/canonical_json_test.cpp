@@ -303,6 +303,22 @@ TEST(CanonicalJson, DuplicateNamesAtAnyDepthAreRefused) {
   EXPECT_EQ(canon(R"([{"a":1},{"a":1}])"), R"([{"a":1},{"a":1}])");
 }
 
+// Bodies over 1 MiB take their own buffers (not kept per thread): same results.
+TEST(CanonicalJson, LargeBodies) {
+  std::string large = "{\"z\":[", expected = "{\"a\":\"x\",\"z\":[";
+  for (int i = 0; i < 300000; ++i) {
+    const char* item = i % 2 ? "1.50, " : "-7 ,";
+    large += item;
+    expected += i % 2 ? "1.5," : "-7,";
+  }
+  large += "0] , \"a\" : \"x\"}";
+  expected += "0]}";
+  ASSERT_GT(large.size(), 1u << 20);
+  EXPECT_EQ(canon(large), expected);
+  EXPECT_EQ(canon(R"({"b":1,"a":2})"), R"({"a":2,"b":1})");  // the per-thread path after it
+  EXPECT_EQ(canon(large + "x"), std::nullopt);
+}
+
 TEST(CanonicalJson, NestingDepthIsBounded) {
   auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
   EXPECT_EQ(canon(nested(200)), nested(200));
