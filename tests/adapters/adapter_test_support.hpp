@@ -1,0 +1,134 @@
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "idem/engine.hpp"
+#include "idem/memory_store.hpp"
+#include "idem/store.hpp"
+
+namespace idem::testing {
+
+/// A store that answers every operation on a thread of its own, as the LMDB and Redis
+/// stores do, around a memory store: so the adapters' waits and hand-overs between threads
+/// are exercised without a server.
+class ThreadedStore final : public Store {
+ public:
+  explicit ThreadedStore(std::shared_ptr<Store> inner)
+      : inner_(std::move(inner)), thread_([this] { run(); }) {}
+  ~ThreadedStore() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    thread_.join();
+  }
+
+  void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
+    post([this, request = std::move(request), done = std::move(done)]() mutable {
+      inner_->claim(std::move(request), std::move(done));
+    });
+  }
+  void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
+                Callback<TokenCheck> done) override {
+    post([=, this, response = std::move(response), done = std::move(done)]() mutable {
+      inner_->complete(id, token, std::move(response), ttl, std::move(done));
+    });
+  }
+  void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
+    post([=, this, done = std::move(done)]() mutable {
+      inner_->release(id, token, std::move(done));
+    });
+  }
+  void renew(const RecordId& id, std::uint64_t token, Duration lease,
+             Callback<TokenCheck> done) override {
+    post([=, this, done = std::move(done)]() mutable {
+      inner_->renew(id, token, lease, std::move(done));
+    });
+  }
+  void get(const RecordId& id, Callback<std::optional<Record>> done) override {
+    post([=, this, done = std::move(done)]() mutable { inner_->get(id, std::move(done)); });
+  }
+  void erase(const RecordId& id, Callback<bool> done) override {
+    post([=, this, done = std::move(done)]() mutable { inner_->erase(id, std::move(done)); });
+  }
+  std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {
+    return inner_->watch(id, std::move(changed));
+  }
+  void ping(Callback<bool> done) override { inner_->ping(std::move(done)); }
+  StoreStats stats() const override { return inner_->stats(); }
+  std::string_view kind() const noexcept override { return "threaded"; }
+
+ private:
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(mutex_);
+      jobs_.push_back(std::move(job));
+    }
+    ready_.notify_one();
+  }
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  std::shared_ptr<Store> inner_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+/// The stores the adapter tests run against: the memory store (answers inline) and the
+/// same behind a thread (answers later, elsewhere).
+enum class StoreKind { inline_memory, threaded };
+
+inline std::string store_kind_name(StoreKind kind) {
+  return kind == StoreKind::inline_memory ? "InlineMemory" : "Threaded";
+}
+
+inline std::shared_ptr<Store> make_store(StoreKind kind) {
+  auto memory = make_memory_store();
+  if (kind == StoreKind::inline_memory) return memory;
+  return std::make_shared<ThreadedStore>(std::move(memory));
+}
+
+inline std::shared_ptr<Engine> make_engine(std::shared_ptr<Store> store, PolicySet policies = {}) {
+  EngineOptions options;
+  options.policies = std::move(policies);
+  options.store = std::move(store);
+  options.secret = std::string(32, 'a');
+  return Engine::create(std::move(options));
+}
+
+/// Engine::has, waited for.
+inline bool has_record(Engine& engine, std::string_view scope, std::string_view key) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::optional<bool> out;
+  engine.has(scope, key, [&](Result<bool> r) {
+    std::lock_guard lock(mutex);
+    out = r && *r;
+    cv.notify_one();
+  });
+  std::unique_lock lock(mutex);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return *out;
+}
+
+}  // namespace idem::testing
