@@ -15,6 +15,8 @@
 #include <set>
 #include <thread>
 
+#include "store_factory.hpp"
+
 namespace idem::gateway {
 
 namespace {
@@ -640,6 +642,8 @@ GatewayConfig load_config(const CommandLine& cl) {
   if (auto v = pick(cl.store, file.store, "--store", "store", path)) {
     if (v->first.empty()) throw ConfigError(v->second + ": expected a store spec");
     config.store = v->first;
+  } else {
+    config.store = default_store_spec();
   }
   if (auto v = pick(cl.log_level, file.log_level, "--log-level", "log_level", path)) {
     config.log_level = wrap(v->second, [&] { return parse_log_level(v->first); });

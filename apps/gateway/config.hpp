@@ -40,7 +40,7 @@ struct GatewayConfig {
   HostPort listen;
   HostPort upstream;  ///< from http://HOST:PORT
   HostPort admin{"127.0.0.1", 9091};
-  std::string store = "memory";
+  std::string store;     ///< the --store spec; default_store_spec() when not given
   unsigned threads = 0;  ///< 0: one per core
   std::string log_level = "info";
   Timeouts timeouts;

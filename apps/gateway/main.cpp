@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
   } catch (const ConfigError& e) {
     std::cerr << "idem-gateway: " << e.what() << '\n';
     return 2;
+  } catch (const std::exception& e) {
+    // The configuration is fine but the store cannot be opened (locked, unreachable).
+    std::cerr << "idem-gateway: " << e.what() << '\n';
+    return 1;
   }
   return server->run();
 }

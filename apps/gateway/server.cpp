@@ -220,6 +220,8 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   s.store = handle.store;
   if (!s.config.secret.empty()) {
     s.secret = s.config.secret;
+  } else if (handle.load_secret) {
+    s.secret = handle.load_secret();  // kept with the store, shared by its gateways
   } else {
     // Records of the memory store die with the process, so a fresh secret loses nothing.
     s.secret = RecordNamer::generate_secret();

@@ -10,7 +10,8 @@ namespace idem::gateway {
 class Server {
  public:
   /// Builds everything that a bad configuration can break (store, engines, upstream
-  /// address). Throws ConfigError with the one line to print.
+  /// address). Throws ConfigError with the one line to print (exit 2), or
+  /// std::runtime_error when a store cannot be opened (exit 1).
   Server(CommandLine command_line, GatewayConfig config);
   ~Server();
   Server(const Server&) = delete;

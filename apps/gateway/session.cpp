@@ -603,10 +603,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     head_.append("\r\n");
     head_pending_ = true;
 
-    if (up_parser_->is_done()) {
-      upstream_complete();
-      return write_piece(0, true);
-    }
+    if (up_parser_->is_done()) return finish_upstream(0);
     read_upstream_body();
   }
 
@@ -640,14 +637,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         captured_.body.append(piece_.get(), n);
       }
     }
-    bool last = up_parser_->is_done();
-    if (last) upstream_complete();
-    if (client_gone_) {
-      if (last) return end_request();
-      return read_upstream_body();
-    }
-    if (n == 0 && !last && !head_pending_) return read_upstream_body();
-    write_piece(n, last);
+    if (up_parser_->is_done()) return finish_upstream(n);
+    if (client_gone_ || (n == 0 && !head_pending_)) return read_upstream_body();
+    write_piece(n, false);
   }
 
   /// Writes the pending head, `n` bytes of the piece buffer and, when `last`, the end of
@@ -698,37 +690,63 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   /// The upstream's response is read whole: hand it to the engine at once (before the
   /// client has it all), and keep the connection if it can serve another request.
-  void upstream_complete() {
+  /// The upstream's response is read whole, its last `n` bytes still in the piece buffer.
+  /// The record is completed at once, and the end of the response goes to the client only
+  /// once the store has it: a client that has its whole answer and retries at once is
+  /// replayed, never told the request is still in flight.
+  void finish_upstream(std::size_t n) {
     worker_.metrics().upstream_latency.observe(Clock::now() - forward_time_);
     renew_at_ = kNever;
     if (up_parser_->keep_alive() && up_->buffer.size() == 0) {
       worker_.pool().put(std::move(up_));
     }
     up_.reset();
-    if (ticket_) complete_ticket();
+    last_piece_ = n;
+    if (ticket_) return complete_ticket();
+    send_last_piece();
+  }
+
+  void send_last_piece() {
+    if (client_gone_) return end_request();
+    write_piece(last_piece_, true);
   }
 
   void complete_ticket() {
-    Worker* worker = &worker_;
-    auto started = Clock::now();
+    completion_started_ = Clock::now();
+    completed_inline_ = false;
+    self_ = shared_from_this();  // as in handle_request: a plain-pointer callback
+    in_complete_ = true;
     engine_->complete(std::move(*ticket_), captured_, body_complete_,
-                      [worker, started](Result<Completion> result) {
-                        // Counted on the worker's thread: metrics have one writer.
-                        auto count = [worker, started, result = std::move(result)] {
-                          auto& m = worker->metrics();
-                          m.store_latency.observe(Clock::now() - started);
-                          if (result) {
-                            m.completions[static_cast<std::size_t>(*result)].add();
-                            if (*result == Completion::lease_lost) m.lease_lost.add();
-                          }
-                        };
-                        if (ThreadLoop::current() == &worker->loop()) return count();
-                        asio::post(worker->loop(), std::move(count));
+                      [this](Result<Completion> result) {
+                        if (in_complete_ && ThreadLoop::current() == &worker_.loop()) {
+                          count_completion(result);
+                          completed_inline_ = true;  // the memory store: go on below
+                          return;
+                        }
+                        asio::post(worker_.loop(), [this, result = std::move(result)] {
+                          count_completion(result);
+                          on_completed();
+                        });
                       });
+    in_complete_ = false;
     ticket_.reset();
     captured_.headers.clear();
     release_if_large(captured_.body);
     captured_.body.clear();
+    if (completed_inline_) on_completed();
+  }
+
+  void count_completion(const Result<Completion>& result) {
+    auto& m = worker_.metrics();
+    m.store_latency.observe(Clock::now() - completion_started_);
+    if (!result) return;
+    m.completions[static_cast<std::size_t>(*result)].add();
+    if (*result == Completion::lease_lost) m.lease_lost.add();
+  }
+
+  void on_completed() {
+    auto self = std::move(self_);
+    send_last_piece();
   }
 
   void upstream_failed(UpstreamError why, error_code ec) {
@@ -817,6 +835,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   std::optional<Decision> inline_decision_;
   std::optional<Ticket> ticket_;
   bool in_begin_ = false;
+  bool in_complete_ = false;
+  bool completed_inline_ = false;
+  Clock::time_point completion_started_{};
+  std::size_t last_piece_ = 0;
   Clock::time_point begin_time_{};
   SteadyTime renew_at_ = kNever;
 

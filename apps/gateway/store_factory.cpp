@@ -1,21 +1,88 @@
 #include "store_factory.hpp"
 
+#include <chrono>
+#include <future>
+#include <stdexcept>
+
 #include "config.hpp"
 #include "idem/memory_store.hpp"
+#ifdef IDEM_GATEWAY_HAVE_LMDB
+#include "idem/lmdb_store.hpp"
+#endif
+#ifdef IDEM_GATEWAY_HAVE_REDIS
+#include "idem/redis_store.hpp"
+#endif
 
 namespace idem::gateway {
+
+std::string default_store_spec() {
+#ifdef IDEM_GATEWAY_HAVE_LMDB
+  return "lmdb:./idem-data";
+#else
+  return "memory";
+#endif
+}
 
 StoreHandle make_store(std::string_view spec, std::string_view origin) {
   auto error = [&](std::string_view what) {
     return ConfigError(std::string(origin) + ": " + std::string(what));
   };
-  if (spec == "memory") return StoreHandle{make_memory_store(), false};
+  if (spec == "memory") return StoreHandle{make_memory_store(), nullptr};
+
   if (spec.starts_with("lmdb:")) {
-    if (spec.size() == 5) throw error("expected lmdb:PATH");
+    std::string path(spec.substr(5));
+    if (path.empty()) throw error("expected lmdb:PATH");
+#ifdef IDEM_GATEWAY_HAVE_LMDB
+    LmdbStoreOptions options;
+    options.path = path;
+    try {
+      auto store = make_lmdb_store(options);
+      return StoreHandle{store, [path] {
+                           try {
+                             return load_or_create_secret(path);
+                           } catch (const LmdbStoreError& e) {
+                             throw std::runtime_error(e.what());
+                           }
+                         }};
+    } catch (const LmdbStoreError& e) {
+      throw std::runtime_error(std::string(origin) + ": " + e.what());
+    }
+#else
     throw error("the lmdb store is not available in this build (use --store memory)");
+#endif
   }
-  if (spec.starts_with("redis://")) {
+
+  if (spec.starts_with("redis://") || spec.starts_with("rediss://")) {
+#ifdef IDEM_GATEWAY_HAVE_REDIS
+    auto options = parse_redis_url(spec);
+    if (!options) throw error(options.error().message);
+    auto made = make_redis_store(*options);
+    if (!made) throw error(made.error().message);
+    std::shared_ptr<RedisStore> store = *made;
+    std::string where(origin);
+    auto wait = options->connect_timeout + options->command_timeout + std::chrono::seconds(1);
+    return StoreHandle{
+        store, [store, where, wait] {
+          // Start-up only: block until Redis names the shared secret.
+          auto promise = std::make_shared<std::promise<Result<std::string>>>();
+          auto future = promise->get_future();
+          store->load_or_create_secret(
+              [promise](Result<std::string> r) { promise->set_value(std::move(r)); });
+          if (future.wait_for(wait) != std::future_status::ready) {
+            throw std::runtime_error(where +
+                                     ": Redis did not answer; cannot read the "
+                                     "shared record secret");
+          }
+          auto secret = future.get();
+          if (!secret) {
+            throw std::runtime_error(
+                where + ": cannot read the shared record secret: " + secret.error().message);
+          }
+          return std::move(*secret);
+        }};
+#else
     throw error("the redis store is not available in this build (use --store memory)");
+#endif
   }
   throw error("unknown store '" + std::string(spec) +
               "'; expected memory, lmdb:PATH or redis://HOST:PORT[/DB]");

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -8,16 +9,24 @@
 
 namespace idem::gateway {
 
-/// A store built from a `--store` spec, and whether records outlive the process (which
-/// decides whether a generated HMAC secret is good enough).
+/// A store built from a `--store` spec.
 struct StoreHandle {
   std::shared_ptr<Store> store;
-  bool durable = false;
+  /// The record-naming secret kept with the store (LMDB: a file in its directory; Redis:
+  /// a key), so that every gateway sharing the store names records alike. Null for the
+  /// memory store, whose records die with the process: a fresh secret loses nothing.
+  /// Throws std::runtime_error (start-up only).
+  std::function<std::string()> load_secret;
 };
 
-/// Builds the store named by `spec`: `memory`; `lmdb:PATH` and `redis://HOST:PORT[/DB]`
-/// are recognised but not part of this build yet. Throws ConfigError naming `origin`
-/// (the flag or file setting the spec came from). Start-up only.
+/// The store used without --store: the embedded durable store in ./idem-data when this
+/// build has it, else memory (contract section 2).
+std::string default_store_spec();
+
+/// Builds the store named by `spec`: `memory`, `lmdb:PATH`, `redis://HOST:PORT[/DB]`.
+/// A spec this build cannot serve or cannot parse throws ConfigError naming `origin` (the
+/// flag or file setting the spec came from); a store that cannot be opened (a locked or
+/// foreign LMDB directory) throws std::runtime_error. Start-up only.
 StoreHandle make_store(std::string_view spec, std::string_view origin);
 
 }  // namespace idem::gateway
