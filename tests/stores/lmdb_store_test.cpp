@@ -348,12 +348,16 @@ TEST_F(LmdbStoreTest, CallbacksMayDropTheLastReference) {
   open();
   std::shared_ptr<LmdbStore> store = lmdb_;
   close();
+  std::promise<void> released;
   std::promise<void> done;
-  auto* raw = store.get();
-  raw->claim(request("k"), [&done, keep = std::move(store)](Result<ClaimOutcome>) mutable {
-    keep.reset();  // the store is destroyed on its own writer thread
+  auto keep = store;
+  store->claim(request("k"), [&, keep = std::move(keep)](Result<ClaimOutcome>) mutable {
+    released.get_future().wait();  // until the caller let go of its own reference
+    keep.reset();                  // so the store is destroyed on its own writer thread
     done.set_value();
   });
+  store.reset();  // claim() has returned: the caller must not drop the store inside a call
+  released.set_value();
   done.get_future().wait();
   // The writer releases the directory on its way out; it can be opened again shortly.
   const auto deadline = std::chrono::steady_clock::now() + 10s;
