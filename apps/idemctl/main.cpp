@@ -9,6 +9,7 @@
 
 #include "command.hpp"
 #include "fingerprint_command.hpp"
+#include "store_commands.hpp"
 
 namespace {
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   idemctl::add_fingerprint_command(app, exit_code);
+  idemctl::add_store_commands(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

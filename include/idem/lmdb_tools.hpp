@@ -19,6 +19,10 @@
 
 namespace idem {
 
+/// The secret kept in `dir` (see load_or_create_secret), read and checked the same way
+/// but never created: a tool must not invent a secret a gateway would then adopt.
+std::string lmdb_read_secret(const std::filesystem::path& dir);
+
 /// One record as the tools see it.
 struct LmdbRecordInfo {
   RecordId id;

@@ -8,6 +8,10 @@
 // It also plays "another process" for the store's cache tests:
 //
 //   lmdb_crash_child erase DIR HEX      erases one record with the offline tool
+//
+// and writes a record as a gateway would name it, for idemctl's tests (prints its id):
+//
+//   lmdb_crash_child put DIR KEY SCOPE  completes KEY in the identity scope SCOPE (201, "{}")
 
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <semaphore>
 #include <string>
 #include <string_view>
@@ -23,6 +28,8 @@
 
 #include "idem/lmdb_store.hpp"
 #include "idem/lmdb_tools.hpp"
+#include "idem/record_name.hpp"
+#include "idem/scope.hpp"
 
 namespace {
 
@@ -64,10 +71,46 @@ int erase(const char* dir, std::string_view hex) {
   }
 }
 
+int put(const char* dir, const std::string& key, const std::string& scope) {
+  try {
+    idem::RecordNamer namer(idem::load_or_create_secret(dir));
+    const idem::RecordId id =
+        namer.name(idem::scope_string_from_value(idem::ScopeRule{}, scope, "/"), key);
+    idem::LmdbStoreOptions options;
+    options.path = dir;
+    auto store = idem::make_lmdb_store(options);
+    idem::ClaimRequest request;
+    request.id = id;
+    request.fingerprint = id;
+    request.owner = "idemctl-test";
+    request.lease = std::chrono::seconds(30);
+    request.ttl = std::chrono::hours(1);
+    std::promise<bool> done;
+    store->claim(request, [&](idem::Result<idem::ClaimOutcome> r) {
+      if (!r || !r->acquired) return done.set_value(false);
+      idem::StoredResponse response;
+      response.status = 201;
+      response.headers = {{"Content-Type", "application/json"}};
+      response.body = "{}";
+      store->complete(id, r->fencing_token, response, std::chrono::hours(1),
+                      [&](idem::Result<idem::TokenCheck> c) {
+                        done.set_value(c && *c == idem::TokenCheck::ok);
+                      });
+    });
+    if (!done.get_future().get()) return 1;
+    std::printf("%s\n", id.hex().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "erase") == 0) return erase(argv[2], argv[3]);
+  if (argc == 5 && std::strcmp(argv[1], "put") == 0) return put(argv[2], argv[3], argv[4]);
   if (argc != 3) {
     std::fprintf(stderr, "usage: lmdb_crash_child DIR process|power\n");
     return 2;

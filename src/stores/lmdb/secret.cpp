@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "idem/lmdb_store.hpp"
+#include "idem/lmdb_tools.hpp"
 #include "idem/record_name.hpp"
 
 namespace idem {
@@ -102,6 +103,13 @@ void create_secret(const fs::path& file) {
 }
 
 }  // namespace
+
+std::string lmdb_read_secret(const fs::path& dir) {
+  const fs::path file = dir / "secret";
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(file, ec))) fail(file, "missing");
+  return read_secret(file);
+}
 
 std::string load_or_create_secret(const fs::path& dir) {
   const fs::path file = dir / "secret";
