@@ -433,6 +433,13 @@ void apply_gateway_setting(GatewayConfig& config, FileSettings& file, std::strin
     t.idle = r.duration(node, key);
   } else if (key == "drain_timeout") {
     t.drain = r.duration(node, key, /*allow_zero=*/true);
+  } else if (key == "memory_max_records") {
+    config.store_limits.memory_max_records =
+        static_cast<std::size_t>(r.integer(node, key, 1, std::int64_t{1} << 40));
+  } else if (key == "memory_max_bytes") {
+    config.store_limits.memory_max_bytes = r.size(node, key);
+  } else if (key == "lmdb_map_size") {
+    config.store_limits.lmdb_map_size = r.size(node, key);
   } else if (key == "max_header_bytes") {
     t.max_header_bytes = r.size(node, key);
     if (t.max_header_bytes < 1024) fail(r.name(key), "must be at least 1024");

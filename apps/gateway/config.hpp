@@ -33,6 +33,13 @@ struct Timeouts {
   std::size_t max_header_bytes = 16 * 1024;
 };
 
+/// Limits of the stores (the memory store's capacity, the LMDB map). Start-up only.
+struct StoreLimits {
+  std::size_t memory_max_records = 1'000'000;
+  std::size_t memory_max_bytes = std::size_t{1} << 30;
+  std::size_t lmdb_map_size = std::size_t{1} << 30;
+};
+
 /// Everything the gateway runs with: the engine's policies and the gateway's own settings.
 struct GatewayConfig {
   PolicySet policies;
@@ -40,7 +47,8 @@ struct GatewayConfig {
   HostPort listen;
   HostPort upstream;  ///< from http://HOST:PORT
   HostPort admin{"127.0.0.1", 9091};
-  std::string store;     ///< the --store spec; default_store_spec() when not given
+  std::string store;  ///< the --store spec; default_store_spec() when not given
+  StoreLimits store_limits;
   unsigned threads = 0;  ///< 0: one per core
   std::string log_level = "info";
   Timeouts timeouts;

@@ -216,7 +216,8 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   s.command_line = std::move(command_line);
   s.config = std::move(config);
   StoreHandle handle = make_store(
-      s.config.store, origin_of(s.command_line.store, "--store", s.config.config_path, "store"));
+      s.config.store, origin_of(s.command_line.store, "--store", s.config.config_path, "store"),
+      s.config.store_limits);
   s.store = handle.store;
   if (!s.config.secret.empty()) {
     s.secret = s.config.secret;

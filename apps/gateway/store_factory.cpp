@@ -23,11 +23,16 @@ std::string default_store_spec() {
 #endif
 }
 
-StoreHandle make_store(std::string_view spec, std::string_view origin) {
+StoreHandle make_store(std::string_view spec, std::string_view origin, const StoreLimits& limits) {
   auto error = [&](std::string_view what) {
     return ConfigError(std::string(origin) + ": " + std::string(what));
   };
-  if (spec == "memory") return StoreHandle{make_memory_store(), nullptr};
+  if (spec == "memory") {
+    MemoryStoreOptions options;
+    options.max_records = limits.memory_max_records;
+    options.max_bytes = limits.memory_max_bytes;
+    return StoreHandle{make_memory_store(options), nullptr};
+  }
 
   if (spec.starts_with("lmdb:")) {
     std::string path(spec.substr(5));
@@ -35,6 +40,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin) {
 #ifdef IDEM_GATEWAY_HAVE_LMDB
     LmdbStoreOptions options;
     options.path = path;
+    options.map_size = limits.lmdb_map_size;
     try {
       auto store = make_lmdb_store(options);
       return StoreHandle{store, [path] {

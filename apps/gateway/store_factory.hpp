@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "config.hpp"
 #include "idem/store.hpp"
 
 namespace idem::gateway {
@@ -27,6 +28,6 @@ std::string default_store_spec();
 /// A spec this build cannot serve or cannot parse throws ConfigError naming `origin` (the
 /// flag or file setting the spec came from); a store that cannot be opened (a locked or
 /// foreign LMDB directory) throws std::runtime_error. Start-up only.
-StoreHandle make_store(std::string_view spec, std::string_view origin);
+StoreHandle make_store(std::string_view spec, std::string_view origin, const StoreLimits& limits);
 
 }  // namespace idem::gateway
