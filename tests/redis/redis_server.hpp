@@ -152,10 +152,10 @@ class RedisServer {
     return false;
   }
 
-  /// SIGKILL: the server vanishes, its sockets are reset by the kernel.
+  /// SIGKILL: the server vanishes, its sockets are reset by the kernel. Also when paused,
+  /// and without a SIGCONT first, which would let it answer what it had read.
   void kill() {
     if (pid_ <= 0) return;
-    ::kill(pid_, SIGCONT);
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;

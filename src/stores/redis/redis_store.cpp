@@ -44,11 +44,12 @@ std::string token_bytes(std::uint64_t token) {
   return out;
 }
 
-std::string encode_response(StoredResponse response) {
+/// The codec's bytes of a completed record whose response starts at kResponseOffset.
+std::string encode_response_record(StoredResponse response) {
   Record r;
   r.state = RecordState::completed;
   r.response = std::move(response);
-  return encode_record(r).substr(kResponseOffset);
+  return encode_record(r);
 }
 
 Error reply_error(const redisReply& r) {
@@ -163,7 +164,7 @@ class RedisStoreImpl final : public RedisStore {
   }
   /// EVALSHA header: the script, its keys, then now and slack; the caller adds the rest.
   Command evalsha(Script s, std::initializer_list<std::string_view> keys, std::size_t argc,
-                  TimePoint now) const;
+                  TimePoint now, std::size_t reserve = 256) const;
   void token_check(Script s, const RecordId& id, Command cmd, Callback<TokenCheck> done);
 
   RedisStoreOptions options_;
@@ -205,8 +206,9 @@ RedisStoreImpl::~RedisStoreImpl() {
 }
 
 Command RedisStoreImpl::evalsha(Script s, std::initializer_list<std::string_view> keys,
-                                std::size_t argc, TimePoint now) const {
+                                std::size_t argc, TimePoint now, std::size_t reserve) const {
   Command cmd;
+  cmd.reserve(reserve);
   cmd.begin(3 + keys.size() + 2 + argc);
   cmd.arg("EVALSHA");
   cmd.arg(redis::script(s).sha);
@@ -278,9 +280,15 @@ void RedisStoreImpl::token_check(Script s, const RecordId& id, Command cmd,
 void RedisStoreImpl::complete(const RecordId& id, std::uint64_t token, StoredResponse response,
                               Duration ttl, Callback<TokenCheck> done) {
   const TimePoint now = clock_->now();
-  Command cmd = evalsha(Script::complete, {key_of(id)}, 4, now);
+  const std::string encoded = encode_response_record(std::move(response));
+  // Checked, not assumed: a codec whose layout moved must not have its bytes spliced.
+  if (encoded.size() <= kResponseOffset || encoded[kResponseOffset - 1] != 1) {
+    return done(Error{Errc::invalid_argument, "redis store: record codec layout changed"});
+  }
+  // Reserved up front: one allocation for a large body.
+  Command cmd = evalsha(Script::complete, {key_of(id)}, 4, now, encoded.size() + 512);
   cmd.arg(token_bytes(token));
-  cmd.arg(encode_response(std::move(response)));
+  cmd.arg(std::string_view(encoded).substr(kResponseOffset));
   cmd.arg(to_ms(now + ttl));
   cmd.arg(channel_of(id));
   token_check(Script::complete, id, std::move(cmd), std::move(done));

@@ -44,6 +44,7 @@ class Command {
     wire_ += "\r\n";
   }
   void arg(std::int64_t n) { arg(std::string_view(std::to_string(n))); }
+  void reserve(std::size_t bytes) { wire_.reserve(bytes); }
   /// Appends a whole other command, for a pipelined pair sent as one unit.
   void append(const Command& other) { wire_ += other.wire_; }
 
