@@ -21,6 +21,13 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Built with append: g++ 12 warns falsely (-Wrestrict) on chains of string operator+.
+std::string key_of(int thread, int n) {
+  std::string key = "t";
+  key.append(std::to_string(thread)).append("-").append(std::to_string(n));
+  return key;
+}
+
 class LmdbRaceTest : public StoreConformanceTest {
  protected:
   void SetUp() override {
@@ -37,7 +44,7 @@ class LmdbRaceTest : public StoreConformanceTest {
 
 TEST_F(LmdbRaceTest, SixtyFourClaimsOnOneKeyHaveOneWinner) {
   for (int round = 0; round < 10; ++round) {
-    const std::string key = "k" + std::to_string(round);
+    const std::string key = key_of(0, round);
     constexpr int kThreads = 64;
     std::barrier start(kThreads);
     std::vector<std::optional<Result<ClaimOutcome>>> results(kThreads);
@@ -76,7 +83,7 @@ TEST_F(LmdbRaceTest, ClaimsCompletionsReadsAndWatchesInterleave) {
   std::thread watcher([&] {
     int i = 0;
     while (!stop.load()) {
-      const std::string key = "t" + std::to_string(i % kThreads) + "-" + std::to_string(i % kKeys);
+      const std::string key = key_of(i % kThreads, i % kKeys);
       auto w = store_->watch(id(key), [&] { fired.fetch_add(1); });
       if (i % 3 == 0) std::this_thread::yield();
       ++i;
@@ -87,7 +94,7 @@ TEST_F(LmdbRaceTest, ClaimsCompletionsReadsAndWatchesInterleave) {
   for (int t = 0; t < kThreads; ++t) {
     workers.emplace_back([&, t] {
       for (int k = 0; k < kKeys; ++k) {
-        const std::string key = "t" + std::to_string(t) + "-" + std::to_string(k);
+        const std::string key = key_of(t, k);
         auto out = claim(request(key));
         if (!out || !out->acquired) {
           ++failures;
@@ -117,7 +124,7 @@ TEST_F(LmdbRaceTest, StoreDestroyedWithOperationsQueued) {
     auto store = store_;
     store_.reset();
     for (int i = 0; i < 500; ++i) {
-      store->claim(request("k" + std::to_string(i)),
+      store->claim(request(key_of(1, i)),
                    [&](Result<ClaimOutcome> r) { answered.fetch_add(r ? 1 : 0); });
     }
   }
