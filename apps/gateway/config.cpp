@@ -548,30 +548,26 @@ std::variant<CommandLine, int> parse_command_line(int argc, char** argv) {
       "Requests with an Idempotency-Key run once; retries get the stored response.",
       "idem-gateway"};
   app.set_version_flag("--version", std::string("idem-gateway 0.1.0"));
-  app.get_formatter()->column_width(34);
-  std::string listen, upstream, admin, store, config, log_level;
-  unsigned threads = 0;
-  auto* o_listen =
-      app.add_option("--listen", listen, "Public address, HOST:PORT (e.g. 127.0.0.1:8081)")
-          ->type_name("HOST:PORT");
-  auto* o_upstream = app.add_option("--upstream", upstream, "The API to protect, http://HOST:PORT")
+  app.get_formatter()->column_width(22);
+  std::string listen, upstream, admin, store, config, log_level, threads;
+  auto* o_listen = app.add_option("--listen", listen, "Public address, e.g. 127.0.0.1:8081")
+                       ->type_name("HOST:PORT");
+  auto* o_upstream = app.add_option("--upstream", upstream, "The API to protect: http://HOST:PORT")
                          ->type_name("URL");
   auto* o_admin = app.add_option("--admin", admin,
-                                 "Admin address for /healthz, /readyz, /metrics, /keys "
-                                 "[default: 127.0.0.1:9091]")
+                                 "Admin API: /healthz /readyz /metrics /keys [127.0.0.1:9091]")
                       ->type_name("HOST:PORT");
-  auto* o_store = app.add_option("--store", store,
-                                 "Record store: memory, lmdb:PATH or redis://HOST:PORT[/DB] "
-                                 "[default: memory]")
-                      ->type_name("SPEC");
-  auto* o_config = app.add_option("--config", config, "TOML configuration file; flags override it")
-                       ->type_name("FILE");
-  auto* o_threads = app.add_option("--threads", threads, "Event loops [default: one per core]")
-                        ->type_name("N")
-                        ->check(CLI::Range(1u, 1024u));
-  auto* o_log = app.add_option("--log-level", log_level,
-                               "trace, debug, info, warn, error, critical or off [default: info]")
-                    ->type_name("LEVEL");
+  auto* o_store =
+      app.add_option("--store", store,
+                     "memory, lmdb:PATH or redis://HOST:PORT[/DB] [" + default_store_spec() + "]")
+          ->type_name("SPEC");
+  auto* o_config =
+      app.add_option("--config", config, "TOML settings; flags override them")->type_name("FILE");
+  auto* o_threads =
+      app.add_option("--threads", threads, "Event loops, 1-1024 [one per core]")->type_name("N");
+  auto* o_log =
+      app.add_option("--log-level", log_level, "trace debug info warn error critical off [info]")
+          ->type_name("LEVEL");
   app.footer(
       "Settings: docs/configuration.md. Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP\n"
       "reloads the configuration file's routes, policies and timeouts.");
@@ -597,7 +593,15 @@ std::variant<CommandLine, int> parse_command_line(int argc, char** argv) {
   if (*o_admin) cl.admin = admin;
   if (*o_store) cl.store = store;
   if (*o_config) cl.config = config;
-  if (*o_threads) cl.threads = threads;
+  if (*o_threads) {
+    unsigned n = 0;
+    auto [p, ec] = std::from_chars(threads.data(), threads.data() + threads.size(), n);
+    if (ec != std::errc() || p != threads.data() + threads.size() || n < 1 || n > 1024) {
+      std::cerr << "idem-gateway: --threads: expected an integer from 1 to 1024\n";
+      return 2;
+    }
+    cl.threads = n;
+  }
   if (*o_log) cl.log_level = log_level;
   return cl;
 }
