@@ -141,6 +141,29 @@ TEST_F(MemoryStoreTest, ManyDistinctLifetimesAreAllSweptInOrder) {
   EXPECT_EQ(store_->stats().records, 0u);
 }
 
+TEST_F(MemoryStoreTest, ARecycledRecordKeepsNothingOfTheLastOne) {
+  make(100, 1 << 20, 1);  // one shard: the next insert reuses the removed record's node
+  ClaimRequest first = request("old", "fp-old", 5s, 1h);
+  first.owner = "gw-old";
+  ASSERT_EQ(*complete("old", acquire(first), response(200, "old body")), TokenCheck::ok);
+  ASSERT_TRUE(*erase("old"));
+  clock_->advance(1s);
+  ClaimRequest second = request("new", "fp-new", 30s, 2h);
+  second.owner = "gw-new";
+  const std::uint64_t token = acquire(second);
+  auto got = get("new");
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  EXPECT_EQ((*got)->state, RecordState::in_flight);
+  EXPECT_EQ((*got)->fingerprint, fingerprint("fp-new"));
+  EXPECT_EQ((*got)->fencing_token, token);
+  EXPECT_EQ((*got)->lease_owner, "gw-new");
+  EXPECT_EQ((*got)->created_at, clock_->now());
+  EXPECT_EQ((*got)->lease_expires_at, clock_->now() + 30s);
+  EXPECT_EQ((*got)->expires_at, clock_->now() + 2h);
+  EXPECT_FALSE((*got)->response.has_value());
+  EXPECT_EQ(store_->stats().bytes, 32u + 32u + 6u);
+}
+
 TEST_F(MemoryStoreTest, BytesFollowTheRecords) {
   make(100, 1 << 20);
   ClaimRequest r = request("k");

@@ -104,6 +104,7 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   void sweep(Shard& s, TimePoint now, std::size_t budget);
   Iter find_live(Shard& s, const RecordId& id, TimePoint now);
   void remove(Shard& s, Iter it);
+  Entry& insert(Shard& s, const RecordId& id);  ///< only when id is absent
   void requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime);
   void resize(Entry& e, std::size_t bytes);
   Watchers watchers_of(Shard& s, const RecordId& id);
@@ -155,7 +156,22 @@ MemoryStore::Iter MemoryStore::find_live(Shard& s, const RecordId& id, TimePoint
 void MemoryStore::remove(Shard& s, Iter it) {
   records_.fetch_sub(1, std::memory_order_relaxed);
   bytes_.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-  s.records.erase(it);  // its queue item goes stale and is dropped when it comes up
+  // Its queue item goes stale and is dropped when it comes up.
+  if (s.spare.size() >= Shard::kSpareNodes) {
+    s.records.erase(it);
+    return;
+  }
+  auto node = s.records.extract(it);
+  node.mapped().record.response.reset();  // the response's memory is not worth keeping
+  s.spare.push_back(std::move(node));
+}
+
+Entry& MemoryStore::insert(Shard& s, const RecordId& id) {
+  if (s.spare.empty()) return s.records[id];
+  auto node = std::move(s.spare.back());
+  s.spare.pop_back();
+  node.key() = id;
+  return s.records.insert(std::move(node)).position->second;
 }
 
 // After expires_at changed to now + lifetime: the old item goes stale.
@@ -252,7 +268,8 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
         return;
       }
     }
-    Entry& e = s.records[req.id];
+    // Every field is set below: a reused node still holds its last record's values.
+    Entry& e = insert(s, req.id);
     e.generation = s.next_generation++;
     e.bytes = need;
     Record& rec = e.record;

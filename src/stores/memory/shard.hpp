@@ -133,6 +133,11 @@ struct alignas(64) Shard {
   /// more, and a record's removal must not drop its watchers before they are told.
   std::unordered_map<RecordId, Watchers, DigestHash> watchers;
   std::uint64_t next_generation = 1;
+  /// Nodes of removed records, reused by the next inserts: records come and go in expiry
+  /// order, a pattern in which freeing and allocating a node costs more than the rest of
+  /// the claim. Bounded, so a shard that shrank gives its memory back.
+  static constexpr std::size_t kSpareNodes = 32;
+  std::vector<std::unordered_map<RecordId, Entry, DigestHash>::node_type> spare;
 };
 
 }  // namespace idem::detail
