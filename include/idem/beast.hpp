@@ -1,11 +1,13 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -13,6 +15,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -81,26 +84,124 @@ void prepare_original(Response& response, const Policy& policy);
 
 namespace detail {
 
-/// Completes an Asio operation from an engine callback, which may run inline or on a
-/// store thread: the handler runs on its associated executor, which is kept busy meanwhile.
+/// An Asio completion handler, type-erased and move-only, that runs on its associated
+/// executor and keeps that executor busy until then.
+template <class T>
+class Resumer {
+ public:
+  virtual ~Resumer() = default;
+  /// Runs the handler with `value`: inline when already on its executor (`dispatch`), or
+  /// queued to it when `defer` (a completion inside the initiating call must not run
+  /// there: a loop of such calls would grow the stack without bound).
+  virtual void resume(T value, bool defer) = 0;
+
+  template <class Handler>
+  static std::unique_ptr<Resumer> make(Handler handler);
+};
+
+template <class T, class Handler>
+class ResumerFor final : public Resumer<T> {
+ public:
+  explicit ResumerFor(Handler h) : work_(asio::make_work_guard(h)), handler_(std::move(h)) {}
+  void resume(T value, bool defer) override {
+    auto executor = work_.get_executor();
+    auto run = [handler = std::move(handler_), value = std::move(value)]() mutable {
+      std::move(handler)(std::move(value));
+    };
+    if (defer) {
+      asio::post(executor, std::move(run));
+    } else {
+      asio::dispatch(executor, std::move(run));
+    }
+  }
+
+ private:
+  asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
+  Handler handler_;
+};
+
+template <class T>
+template <class Handler>
+std::unique_ptr<Resumer<T>> Resumer<T>::make(Handler handler) {
+  return std::make_unique<ResumerFor<T, Handler>>(std::move(handler));
+}
+
+/// One engine call's answer, met by whichever side comes second: the caller, which takes
+/// it without suspending when the store answered inline (the memory store, LMDB reads), or
+/// the store's callback, which resumes the waiting caller.
+template <class T>
+class Meeting {
+ public:
+  /// The engine's callback: copyable, as std::function requires.
+  auto callback() {
+    return [self = shared_](T value) { self->deliver(std::move(value)); };
+  }
+  /// The answer, when it is already here.
+  std::optional<T> take_ready() {
+    std::lock_guard lock(shared_->mutex);
+    return std::exchange(shared_->value, std::nullopt);
+  }
+  /// Waits for the answer: an Asio operation with signature `void(T)`.
+  template <class Token>
+  auto async_wait(Token&& token) {
+    return asio::async_initiate<Token, void(T)>(
+        [](auto handler, std::shared_ptr<State> state) {
+          auto resumer = Resumer<T>::make(std::move(handler));
+          std::unique_lock lock(state->mutex);
+          if (state->value) {
+            T value = std::move(*state->value);
+            state->value.reset();
+            lock.unlock();
+            return resumer->resume(std::move(value), /*defer=*/true);
+          }
+          state->waiter = std::move(resumer);
+        },
+        token, shared_);
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::optional<T> value;
+    std::unique_ptr<Resumer<T>> waiter;
+
+    void deliver(T v) {
+      std::unique_lock lock(mutex);
+      if (!waiter) {
+        value.emplace(std::move(v));
+        return;
+      }
+      auto w = std::move(waiter);
+      lock.unlock();
+      w->resume(std::move(v), /*defer=*/false);
+    }
+  };
+  std::shared_ptr<State> shared_ = std::make_shared<State>();
+};
+
+template <class Signature>
+struct ArgumentOf;
+template <class T>
+struct ArgumentOf<void(T)> {
+  using type = T;
+};
+
+/// Completes an Asio operation from an engine callback, which may run inside `start` (the
+/// memory store answers inline) or later on a store thread.
 template <class Signature, class Token, class Start>
 auto async_engine_call(Token&& token, Start start) {
+  using T = typename ArgumentOf<Signature>::type;
   return asio::async_initiate<Token, Signature>(
       [](auto handler, Start start) {
-        using Handler = decltype(handler);
-        struct Op {
-          explicit Op(Handler h) : work(asio::make_work_guard(h)), handler(std::move(h)) {}
-          asio::executor_work_guard<asio::associated_executor_t<Handler>> work;
-          Handler handler;
-        };
         // std::function (the engine's callback type) needs a copyable callable.
-        auto op = std::make_shared<Op>(std::move(handler));
-        start([op](auto result) mutable {
-          auto executor = op->work.get_executor();
-          asio::dispatch(executor, [op = std::move(op), result = std::move(result)]() mutable {
-            std::move(op->handler)(std::move(result));
-          });
-        });
+        struct Op {
+          std::unique_ptr<Resumer<T>> resumer;
+          std::atomic<bool> starting{true};
+        };
+        auto op = std::make_shared<Op>();
+        op->resumer = Resumer<T>::make(std::move(handler));
+        start([op](T result) { op->resumer->resume(std::move(result), op->starting.load()); });
+        op->starting = false;
       },
       token, std::move(start));
 }
@@ -193,7 +294,19 @@ class Guard {
   template <class Handler>
   static asio::awaitable<Response> run_async(Guard self, const Request& request, std::string peer,
                                              Handler handler) {
-    Decision decision = co_await async_begin(*self.engine_, request, peer, asio::use_awaitable);
+    // Each engine call is met without suspending when the store answered inline (the
+    // memory store): a suspension per call would cost a trip through the executor.
+    detail::Meeting<Decision> begun;
+    {
+      RequestFields fields;
+      self.engine_->begin(fields.view(request, peer), begun.callback());
+    }
+    Decision decision;
+    if (auto ready = begun.take_ready()) {
+      decision = std::move(*ready);
+    } else {
+      decision = co_await begun.async_wait(asio::use_awaitable);
+    }
     if (decision.action == Decision::Action::respond) {
       co_return to_beast(std::move(decision.response), request);
     }
@@ -212,13 +325,17 @@ class Guard {
       }
     }
     if (failure) {
-      (void)co_await async_abandon(*self.engine_, std::move(ticket), asio::use_awaitable);
+      detail::Meeting<Result<TokenCheck>> abandoned;
+      self.engine_->abandon(std::move(ticket), abandoned.callback());
+      if (!abandoned.take_ready()) (void)co_await abandoned.async_wait(asio::use_awaitable);
       std::rethrow_exception(failure);
     }
     prepare_original(*response, ticket.policy());
     // Answer once the store has the response, so that a retry the client sends as soon as
     // it has this answer is replayed, not told the request is still in flight.
-    (void)co_await async_complete(*self.engine_, std::move(ticket), *response, asio::use_awaitable);
+    detail::Meeting<Result<Completion>> completed;
+    self.engine_->complete(std::move(ticket), to_idem(*response), true, completed.callback());
+    if (!completed.take_ready()) (void)co_await completed.async_wait(asio::use_awaitable);
     co_return std::move(*response);
   }
 

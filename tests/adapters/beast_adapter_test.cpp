@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -325,6 +326,40 @@ TEST_P(BeastCoroutineTest, CompletionTokenStepsWithPlainCallbacks) {
   io_.run();
   ASSERT_TRUE(abandoned && *abandoned);
   EXPECT_FALSE(testing::has_record(*engine_, "Bearer tok_1", "k2"));
+}
+
+TEST_P(BeastCoroutineTest, ManyRequestsInOneCoroutineKeepTheStackFlat) {
+  // An answer that arrives inline must not resume the coroutine inside the engine call:
+  // each request would then nest in the previous one's stack until it overflows.
+  auto api = beast::protect(engine_, SlowHandler{&runs_});
+  constexpr int kRequests = 20000;
+  run([&]() -> asio::awaitable<void> {
+    auto req = payment("k0");
+    for (int i = 0; i < kRequests; ++i) {
+      req.set("Idempotency-Key", "k" + std::to_string(i % 1000));
+      auto res = co_await api(req);
+      if (res.result() != http::status::created) ADD_FAILURE() << i;
+    }
+  });
+  EXPECT_EQ(runs_, 1000);
+}
+
+TEST_P(BeastCoroutineTest, ChainedCallbacksKeepTheStackFlat) {
+  // A callback session that starts the next request from the previous one's handler:
+  // completions are never run inside the initiating call.
+  constexpr int kRequests = 20000;
+  int left = kRequests;
+  auto req = payment("k");
+  std::function<void()> next = [&] {
+    if (left-- == 0) return;
+    beast::async_begin(*engine_, req, {}, asio::bind_executor(io_, [&](Decision d) {
+      if (d.ticket) d.ticket.reset();  // releases the record
+      next();
+    }));
+  };
+  next();
+  io_.run();
+  EXPECT_EQ(left, -1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, BeastCoroutineTest,
