@@ -95,7 +95,7 @@ TEST_F(RedisFailureTest, HungRedisTimesOutAndRecoversWhenItAnswersAgain) {
   EXPECT_TRUE(r->error().code == Errc::timeout || r->error().code == Errc::store_unavailable)
       << r->error().message;
   EXPECT_GE(took, options_.command_timeout - 50ms);
-  EXPECT_LT(took, options_.command_timeout + 300ms);
+  EXPECT_LT(took, options_.command_timeout + 700ms);  // generous: sanitizers, a loaded CI
   EXPECT_FALSE(ping());
   server_.resume();
   const auto resumed = Clock::now();
