@@ -66,20 +66,25 @@ end
 // was made, {2, token, dbytes, 0} on take-over, {0, record} otherwise.
 constexpr std::string_view kClaim = R"lua(
 local fresh = ARGV[3]
-local f = hdr(fresh)
-if not f then return redis.error_reply('ERR idem: malformed new record') end
 -- Seeded from the clock (now * 1000) so that a counter lost with Redis's data restarts
 -- above every token handed out before: a live lease never sees its token again.
 local function next_token()
   redis.call('SET', KEYS[2], ARGV[5], 'NX')
   return redis.call('INCR', KEYS[2])
 end
+-- The new record is parsed only when it is written: a replay returns before that.
+local function parsed_fresh()
+  local f = hdr(fresh)
+  if not f then error('idem: malformed new record') end
+  return f
+end
 local old = redis.call('GET', KEYS[1])
 if old then
   local h = hdr(old)
   if not h then return {0, old} end
   if h.exp > now then
-    if ARGV[4] == '1' and h.state == 1 and now >= h.lease and h.fp == f.fp then
+    local f = (ARGV[4] == '1' and h.state == 1 and now >= h.lease) and parsed_fresh()
+    if f and h.fp == f.fp then
       local tok = next_token()
       local new = string.sub(fresh, 1, f.t - 1) .. struct.pack('<i8', tok) ..
                   string.sub(fresh, f.t + 8, f.c - 1) .. string.sub(old, h.c, h.c + 7) ..
@@ -90,6 +95,7 @@ if old then
     return {0, old}
   end
 end
+local f = parsed_fresh()
 local tok = next_token()
 local new = string.sub(fresh, 1, f.t - 1) .. struct.pack('<i8', tok) .. string.sub(fresh, f.t + 8)
 redis.call('SET', KEYS[1], new, 'PX', px(f.exp))
