@@ -68,7 +68,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   ~Session() override {
     if (counted_) worker_.metrics().in_flight.add(-1);
-    if (piece_) worker_.give_piece(std::move(piece_));
+    release_segments();
     // A ticket still held here is released by its destructor: no record stays in flight.
   }
 
@@ -272,7 +272,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   /// Runs on whatever thread the store answered on.
   void deliver(Decision decision) {
-    if (in_begin_ && ThreadLoop::current() == &worker_.loop()) {
+    if (ThreadLoop::current() == &worker_.loop() && in_begin_) {  // only that thread reads it
       // Answered inline (the memory store): act once begin() has returned, outside the
       // store's call stack.
       inline_decision_.emplace(std::move(decision));
@@ -356,7 +356,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       worker_.metrics().in_flight.add(-1);
     }
     engine_.reset();
-    if (piece_) worker_.give_piece(std::move(piece_));
+    release_segments();
     release_if_large(body_out_);
     if (client_gone_ || close_after_ || !keep_alive_ || worker_.draining()) {
       return close_client();
@@ -459,6 +459,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     retried_ = false;
     response_started_ = false;
     head_pending_ = false;
+    upstream_error_ = upstream_broken_ = false;
     up_parser_.reset();
     if (ticket_) renew_at_ = worker_.now() + ticket_->renew_interval();
     up_ = worker_.pool().take();
@@ -555,8 +556,6 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       if (length && *length > max) {
         capture_ = false;
         body_complete_ = false;
-      } else if (length) {
-        captured_.body.reserve(*length);
       }
     }
 
@@ -603,19 +602,46 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     head_.append("\r\n");
     head_pending_ = true;
 
-    if (up_parser_->is_done()) return finish_upstream(0);
+    start_body();
+  }
+
+  // ---- the response body: upstream reader and client writer, decoupled ----
+  //
+  // The reader appends the upstream's body to segments (pieces of Worker::kPieceSize) and
+  // the writer sends them on at the client's pace. The reader runs ahead of the writer by
+  // up to `window_` bytes: the whole captured response for a keyed request (so a slow
+  // client never holds its record in flight), a few pieces otherwise (bounded memory).
+  // The end of the response (its last bytes, or the chunked terminator) goes to the
+  // client only once the store has the record, so that a client that has its whole answer
+  // and retries at once is replayed, never told the request is still in flight.
+
+  static constexpr std::size_t kStreamWindow = 2 * Worker::kPieceSize;
+
+  void start_body() {
+    received_ = sent_ = seg_base_ = 0;
+    reading_ = writing_ = upstream_done_ = final_sent_ = false;
+    stored_ = !ticket_.has_value();
+    window_ = capture_ ? ticket_->policy().max_response_bytes + 1 : kStreamWindow;
+    if (up_parser_->is_done()) return body_done();
     read_upstream_body();
   }
 
   void read_upstream_body() {
-    if (!piece_) piece_ = worker_.take_piece();
+    if (reading_ || upstream_done_ || upstream_error_) return;
+    if (!client_gone_ && received_ - sent_ >= window_) return;  // the writer resumes us
+    std::size_t offset = received_ - seg_base_;
+    std::size_t index = offset / Worker::kPieceSize;
+    if (index == segs_.size()) segs_.push_back(worker_.take_piece());
     auto& body = up_parser_->get().body();
-    body.data = piece_.get();
-    body.size = Worker::kPieceSize;
+    body.data = segs_[index].get() + offset % Worker::kPieceSize;
+    body.size = Worker::kPieceSize - offset % Worker::kPieceSize;
+    read_size_ = body.size;
+    reading_ = true;
     up_deadline(timeouts().upstream);
     http::async_read_some(up_->socket, up_->buffer, *up_parser_,
                           [self = shared_from_this()](error_code ec, std::size_t) {
                             self->up_deadline_ = kNever;
+                            self->reading_ = false;
                             self->on_upstream_body(ec);
                           });
   }
@@ -625,57 +651,90 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (ec) {
       return upstream_failed(up_timed_out_ ? UpstreamError::timeout : UpstreamError::protocol, ec);
     }
-    std::size_t n = Worker::kPieceSize - up_parser_->get().body().size;
-    if (capture_) {
-      if (captured_.body.size() + n > ticket_->policy().max_response_bytes) {
-        // Over max_response_bytes: the client still gets it whole, the store keeps only
-        // the status.
-        capture_ = false;
-        body_complete_ = false;
-        std::string().swap(captured_.body);
-      } else {
-        captured_.body.append(piece_.get(), n);
-      }
+    received_ += read_size_ - up_parser_->get().body().size;
+    if (capture_ && received_ > ticket_->policy().max_response_bytes) {
+      // Over max_response_bytes: the client still gets it whole, the store keeps only
+      // the status; from here on the body streams through a small window.
+      capture_ = false;
+      body_complete_ = false;
+      window_ = kStreamWindow;
+      drop_sent_segments();
     }
-    if (up_parser_->is_done()) return finish_upstream(n);
-    if (client_gone_ || (n == 0 && !head_pending_)) return read_upstream_body();
-    write_piece(n, false);
+    if (up_parser_->is_done()) return body_done();
+    pump_client();
+    read_upstream_body();
   }
 
-  /// Writes the pending head, `n` bytes of the piece buffer and, when `last`, the end of
-  /// a chunked body: one gather write.
-  void write_piece(std::size_t n, bool last) {
-    if (client_gone_) return end_request();
-    std::array<asio::const_buffer, 5> buffers;
+  /// The upstream's response is read whole.
+  void body_done() {
+    upstream_done_ = true;
+    worker_.metrics().upstream_latency.observe(Clock::now() - forward_time_);
+    renew_at_ = kNever;
+    if (up_parser_->keep_alive() && up_->buffer.size() == 0) {
+      worker_.pool().put(std::move(up_));
+    }
+    up_.reset();
+    if (ticket_) return complete_ticket();  // pump_client() once the store has it
+    pump_client();
+  }
+
+  /// Writes what the reader has that the client does not, if no write is under way.
+  void pump_client() {
+    if (writing_) return;
+    if (client_gone_) {
+      sent_ = received_;  // a sink: the reader goes on for the store's sake
+      drop_sent_segments();
+      return maybe_end();
+    }
+    bool may_finish = upstream_done_ && stored_;
+    // Until the store has the record, the end of the response stays here.
+    if (upstream_done_ && !stored_) return;
+    std::size_t available = received_ - sent_;
+    if (available == 0 && !head_pending_ && !(may_finish && !final_sent_)) return maybe_end();
+
+    std::array<asio::const_buffer, 16> buffers;
     std::size_t count = 0;
     if (head_pending_) {
       buffers[count++] = asio::buffer(head_);
       response_started_ = true;
     }
-    if (n > 0) {
-      if (chunked_out_) {
-        auto [end, ec] = std::to_chars(chunk_line_, chunk_line_ + 16, n, 16);
-        (void)ec;
-        end[0] = '\r';
-        end[1] = '\n';
-        buffers[count++] =
-            asio::buffer(chunk_line_, static_cast<std::size_t>(end + 2 - chunk_line_));
-        buffers[count++] = asio::buffer(piece_.get(), n);
-        buffers[count++] = asio::buffer("\r\n", 2);
-      } else {
-        buffers[count++] = asio::buffer(piece_.get(), n);
-      }
+    std::size_t chunk_header = count;
+    if (chunked_out_ && available > 0) ++count;  // filled below, once the size is known
+    std::size_t take = 0;
+    std::size_t position = sent_;
+    while (position < received_ && count < buffers.size() - 3) {
+      std::size_t offset = position - seg_base_;
+      std::size_t in_segment = Worker::kPieceSize - offset % Worker::kPieceSize;
+      std::size_t n = std::min(in_segment, received_ - position);
+      buffers[count++] =
+          asio::buffer(segs_[offset / Worker::kPieceSize].get() + offset % Worker::kPieceSize, n);
+      position += n;
+      take += n;
     }
-    if (last && chunked_out_) buffers[count++] = asio::buffer("0\r\n\r\n", 5);
+    if (chunked_out_ && take > 0) {
+      auto [end, ec] = std::to_chars(chunk_line_, chunk_line_ + 16, take, 16);
+      (void)ec;
+      end[0] = '\r';
+      end[1] = '\n';
+      buffers[chunk_header] =
+          asio::buffer(chunk_line_, static_cast<std::size_t>(end + 2 - chunk_line_));
+      buffers[count++] = asio::buffer("\r\n", 2);
+    }
+    bool final = may_finish && position == received_;
+    if (final && chunked_out_) buffers[count++] = asio::buffer("0\r\n\r\n", 5);
+    writing_ = true;
+    write_size_ = take;
+    write_final_ = final;
     client_deadline(timeouts().body);
     asio::async_write(stream_, std::span<const asio::const_buffer>(buffers.data(), count),
-                      [self = shared_from_this(), last](error_code ec, std::size_t) {
+                      [self = shared_from_this()](error_code ec, std::size_t) {
                         self->client_deadline_ = kNever;
-                        self->on_piece_written(ec, last);
+                        self->writing_ = false;
+                        self->on_client_written(ec);
                       });
   }
 
-  void on_piece_written(error_code ec, bool last) {
+  void on_client_written(error_code ec) {
     head_pending_ = false;
     if (ec) {
       // The client is gone; the upstream exchange goes on so that its response is stored.
@@ -683,42 +742,57 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       worker_.metrics().client_aborts.add();
       error_code ignored;
       stream_.close(ignored);
+    } else {
+      sent_ += write_size_;
+      if (write_final_) final_sent_ = true;
     }
-    if (last) return end_request();
+    if (upstream_broken_) return end_request();  // cut short: see upstream_failed
+    drop_sent_segments();
+    pump_client();
     read_upstream_body();
   }
 
-  /// The upstream's response is read whole: hand it to the engine at once (before the
-  /// client has it all), and keep the connection if it can serve another request.
-  /// The upstream's response is read whole, its last `n` bytes still in the piece buffer.
-  /// The record is completed at once, and the end of the response goes to the client only
-  /// once the store has it: a client that has its whole answer and retries at once is
-  /// replayed, never told the request is still in flight.
-  void finish_upstream(std::size_t n) {
-    worker_.metrics().upstream_latency.observe(Clock::now() - forward_time_);
-    renew_at_ = kNever;
-    if (up_parser_->keep_alive() && up_->buffer.size() == 0) {
-      worker_.pool().put(std::move(up_));
+  /// Frees the segments the client has whole, unless they are the captured response.
+  void drop_sent_segments() {
+    if (capture_) return;
+    while (!segs_.empty() && sent_ - seg_base_ >= Worker::kPieceSize) {
+      worker_.give_piece(std::move(segs_.front()));
+      segs_.erase(segs_.begin());
+      seg_base_ += Worker::kPieceSize;
     }
-    up_.reset();
-    last_piece_ = n;
-    if (ticket_) return complete_ticket();
-    send_last_piece();
   }
 
-  void send_last_piece() {
-    if (client_gone_) return end_request();
-    write_piece(last_piece_, true);
+  /// Ends the exchange once the upstream is read, the store answered and the client has
+  /// the response (or is gone).
+  void maybe_end() {
+    if (!upstream_done_ || !stored_ || writing_ || reading_) return;
+    if (!client_gone_ && !final_sent_) return;
+    end_request();
+  }
+
+  void release_segments() {
+    for (auto& s : segs_) worker_.give_piece(std::move(s));
+    segs_.clear();
+    seg_base_ = 0;
   }
 
   void complete_ticket() {
+    captured_.body.clear();
+    if (capture_) {
+      // Segments hold the body from its first byte while capturing.
+      captured_.body.reserve(received_);
+      for (std::size_t i = 0; captured_.body.size() < received_; ++i) {
+        captured_.body.append(segs_[i].get(),
+                              std::min(Worker::kPieceSize, received_ - captured_.body.size()));
+      }
+    }
     completion_started_ = Clock::now();
     completed_inline_ = false;
     self_ = shared_from_this();  // as in handle_request: a plain-pointer callback
     in_complete_ = true;
     engine_->complete(std::move(*ticket_), captured_, body_complete_,
                       [this](Result<Completion> result) {
-                        if (in_complete_ && ThreadLoop::current() == &worker_.loop()) {
+                        if (ThreadLoop::current() == &worker_.loop() && in_complete_) {
                           count_completion(result);
                           completed_inline_ = true;  // the memory store: go on below
                           return;
@@ -746,18 +820,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void on_completed() {
     auto self = std::move(self_);
-    send_last_piece();
+    stored_ = true;
+    pump_client();
   }
 
   void upstream_failed(UpstreamError why, error_code ec) {
     worker_.metrics().upstream_errors[static_cast<std::size_t>(why)].add();
-    renew_at_ = kNever;
-    up_.reset();
-    if (ticket_) {
-      // No answer to store: remove the record so that the client's retry executes.
-      engine_->abandon(std::move(*ticket_));
-      ticket_.reset();
-    }
     if (log::enabled(log::Level::debug)) {
       log::debug("upstream failed", LogFields()
                                         .add("reason", why == UpstreamError::timeout   ? "timeout"
@@ -765,10 +833,43 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
                                                                                        : "error")
                                         .add("error", ec.message()));
     }
+    renew_at_ = kNever;
+    up_.reset();
+    upstream_error_ = true;
+    failure_ = why;
+    if (ticket_) {
+      // No answer to store: remove the record so that the client's retry executes, and
+      // answer once it is gone, so that an immediate retry never finds it in flight.
+      // (Every caller is a handler holding the session, so self_ is never the last one.)
+      abandoned_inline_ = false;
+      self_ = shared_from_this();
+      in_abandon_ = true;
+      engine_->abandon(std::move(*ticket_), [this](Result<TokenCheck>) {
+        if (ThreadLoop::current() == &worker_.loop() && in_abandon_) {
+          abandoned_inline_ = true;
+          return;
+        }
+        asio::post(worker_.loop(), [this] {
+          auto self = std::move(self_);
+          answer_upstream_failure();
+        });
+      });
+      in_abandon_ = false;
+      ticket_.reset();
+      if (!abandoned_inline_) return;
+      self_.reset();
+    }
+    answer_upstream_failure();
+  }
+
+  void answer_upstream_failure() {
+    UpstreamError why = failure_;
     if (client_gone_) return end_request();
     if (response_started_) {
       // Part of the response is already with the client: all we can do is cut it short.
       close_after_ = true;
+      upstream_broken_ = true;
+      if (writing_) return;  // on_client_written ends the request
       return end_request();
     }
     if (why == UpstreamError::timeout) {
@@ -838,7 +939,6 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   bool in_complete_ = false;
   bool completed_inline_ = false;
   Clock::time_point completion_started_{};
-  std::size_t last_piece_ = 0;
   Clock::time_point begin_time_{};
   SteadyTime renew_at_ = kNever;
 
@@ -846,7 +946,24 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   std::unique_ptr<UpstreamConnection> up_;
   std::optional<http::response_parser<http::buffer_body>> up_parser_;
   std::string up_head_;
-  std::unique_ptr<char[]> piece_;
+  std::vector<std::unique_ptr<char[]>> segs_;  ///< the response body, see start_body()
+  std::size_t seg_base_ = 0;                   ///< offset in the body of segs_.front()
+  std::size_t received_ = 0;                   ///< body bytes read from the upstream
+  std::size_t sent_ = 0;                       ///< body bytes written to the client
+  std::size_t window_ = 0;
+  std::size_t read_size_ = 0;
+  std::size_t write_size_ = 0;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool write_final_ = false;
+  bool final_sent_ = false;
+  bool upstream_done_ = false;
+  bool upstream_error_ = false;   ///< the exchange failed: read no further
+  bool upstream_broken_ = false;  ///< ...and the client's response is to be cut short
+  bool in_abandon_ = false;
+  bool abandoned_inline_ = false;
+  UpstreamError failure_ = UpstreamError::reset;
+  bool stored_ = true;
   Response captured_;
   Clock::time_point forward_time_{};
   bool reused_ = false;
