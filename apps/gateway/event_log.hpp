@@ -6,11 +6,11 @@
 #include <string_view>
 
 #include "idem/events.hpp"
+#include "idem/json_text.hpp"
 
 namespace idem::gateway {
 
-/// Appends `s` to `out` as a JSON string literal (quotes included).
-void append_json_string(std::string& out, std::string_view s);
+using ::idem::append_json_string;
 
 /// The members of one JSON log line after "ts", "level" and "msg". Never put a body, a key
 /// in clear or an identity value in here.

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "idem/json_text.hpp"
+
 namespace idem {
 
 namespace {
@@ -26,39 +28,6 @@ constexpr ProblemInfo kProblems[] = {
 
 const ProblemInfo& info(ProblemType type) noexcept {
   return kProblems[static_cast<std::size_t>(type)];
-}
-
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
 }
 
 }  // namespace
