@@ -135,7 +135,14 @@ bool Watches::park(const RecordId& id, std::function<void()>& op) {
 void Watches::on_ready(Connection& conn) {
   release_all();
   subscribed_.clear();
-  if (up_) up_();
+  // Told last, after the watchers present now were collected and called: a watch made
+  // once the store reported "up" is subscribed normally, never also called spuriously.
+  struct Up {
+    const std::function<void()>& up;
+    ~Up() {
+      if (up) up();
+    }
+  } up{up_};
   std::vector<std::string> channels;
   std::vector<std::shared_ptr<detail::WatchState>> everyone;
   {
