@@ -38,6 +38,8 @@ struct StoreLimits {
   std::size_t memory_max_records = 1'000'000;
   std::size_t memory_max_bytes = std::size_t{1} << 30;
   std::size_t lmdb_map_size = std::size_t{1} << 30;
+  /// `durability`: "process" (survives kill -9) or "power" (fsync before answering).
+  bool lmdb_fsync = false;
 };
 
 /// Everything the gateway runs with: the engine's policies and the gateway's own settings.

@@ -1271,6 +1271,7 @@ class CommandLineTest(unittest.TestCase):
             ('header_timeout = "soon"\n', "header_timeout"),
             ('trusted_proxies = ["not-an-ip"]\n', "trusted_proxies"),
             ("ttll = 5\n", "ttll"),
+            ('durability = "sometimes"\n', "durability"),
             ('[[route]]\npath = "/x/**"\nconcurrency = "sometimes"\n', "concurrency"),
         ]
         for config, name in cases:
@@ -1717,6 +1718,19 @@ class DurabilityTest(unittest.TestCase):
         gw = self.start(store)
         replay = gw.post(p, {"a": 1}, key=k)
         self.assertEqual(replay.status, 201, replay)
+        self.assertEqual(replay.header("Idempotent-Replayed"), "true")
+        self.assertEqual(replay.body, first.body)
+        self.assertEqual(UPSTREAM.count(key=k), 1)
+
+    def test_power_durability_replayed_after_kill_9(self):
+        store = h.store_spec()
+        gw = self.start(store, {"durability": "power"})
+        k, p = key(), path()
+        first = gw.post(p, {"a": 2}, [("X-Test-Status", "201")], k)
+        self.assertEqual(first.status, 201, first)
+        self.crash(gw)
+        gw = self.start(store, {"durability": "power"})
+        replay = gw.post(p, {"a": 2}, key=k)
         self.assertEqual(replay.header("Idempotent-Replayed"), "true")
         self.assertEqual(replay.body, first.body)
         self.assertEqual(UPSTREAM.count(key=k), 1)
