@@ -1,5 +1,4 @@
 // beast-payments: a Boost.Beast coroutine payments API with idem embedded.
-//
 //   POST /payments  {"amount": 1000}  -> 201 {"id": "pay_N", ...}; runs once per key
 //   GET  /stats     {"executions": N}: how many times the payment handler ran
 //
@@ -9,6 +8,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -43,9 +43,8 @@ asio::awaitable<Response> handle(const Request& req) {
     co_return json(req, http::status::not_found, "{\"error\":\"not found\"}");
   }
   int n = ++executions;
-  if (auto delay = req.find("X-Delay-Ms"); delay != req.end()) {
-    asio::steady_timer timer(co_await asio::this_coro::executor,
-                             std::chrono::milliseconds(std::stoi(std::string(delay->value()))));
+  if (int ms = std::atoi(std::string(req["X-Delay-Ms"]).c_str()); ms > 0) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
     co_await timer.async_wait(asio::use_awaitable);
   }
   if (req["X-Fail"] == "1") throw std::runtime_error("card network down");
@@ -85,7 +84,7 @@ asio::awaitable<void> listen(tcp::acceptor& acceptor,
 
 int main(int argc, char** argv) {
   auto port = static_cast<unsigned short>(
-      argc == 3 && argv[1] == std::string("--port") ? std::stoi(argv[2]) : 8080);
+      argc == 3 && argv[1] == std::string("--port") ? std::atoi(argv[2]) : 8080);
   idem::EngineOptions options;
   options.store = idem::make_memory_store();
   options.secret = idem::RecordNamer::generate_secret();

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -31,7 +32,7 @@ void create_payment(const httplib::Request& req, httplib::Response& res) {
   int n = ++executions;
   if (req.has_header("X-Delay-Ms")) {
     std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::stoi(req.get_header_value("X-Delay-Ms"))));
+        std::chrono::milliseconds(std::atoi(req.get_header_value("X-Delay-Ms").c_str())));
   }
   if (req.get_header_value("X-Fail") == "1") throw std::runtime_error("card network down");
   res.status = 201;
