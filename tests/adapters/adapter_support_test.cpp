@@ -52,8 +52,7 @@ TEST_P(BlockingCallsTest, WaitForTheStoreWhereverItAnswers) {
   EXPECT_EQ(begin(*engine, charge("k2")).action, Action::proceed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, BlockingCallsTest,
-                         ::testing::Values(StoreKind::inline_memory, StoreKind::threaded),
+INSTANTIATE_TEST_SUITE_P(Stores, BlockingCallsTest, ::testing::ValuesIn(testing::store_kinds()),
                          [](const auto& info) { return testing::store_kind_name(info.param); });
 
 TEST(HttpDate, IsAnImfFixdateOfNow) {

@@ -7,6 +7,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
+
+#ifdef IDEM_TEST_LMDB
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "idem/lmdb_store.hpp"
+#endif
 
 #include "idem/engine.hpp"
 #include "idem/memory_store.hpp"
@@ -94,15 +103,48 @@ class ThreadedStore final : public Store {
   std::thread thread_;
 };
 
-/// The stores the adapter tests run against: the memory store (answers inline) and the
-/// same behind a thread (answers later, elsewhere).
-enum class StoreKind { inline_memory, threaded };
+/// The stores the adapter tests run against: the memory store (answers inline), the same
+/// behind a thread (answers later, elsewhere), and where it is built the LMDB store (reads
+/// inline, writes on its writer thread).
+enum class StoreKind { inline_memory, threaded, lmdb };
 
 inline std::string store_kind_name(StoreKind kind) {
-  return kind == StoreKind::inline_memory ? "InlineMemory" : "Threaded";
+  switch (kind) {
+    case StoreKind::inline_memory:
+      return "InlineMemory";
+    case StoreKind::threaded:
+      return "Threaded";
+    case StoreKind::lmdb:
+      return "Lmdb";
+  }
+  return "Unknown";
+}
+
+inline std::vector<StoreKind> store_kinds() {
+#ifdef IDEM_TEST_LMDB
+  return {StoreKind::inline_memory, StoreKind::threaded, StoreKind::lmdb};
+#else
+  return {StoreKind::inline_memory, StoreKind::threaded};
+#endif
 }
 
 inline std::shared_ptr<Store> make_store(StoreKind kind) {
+#ifdef IDEM_TEST_LMDB
+  if (kind == StoreKind::lmdb) {
+    std::string dir = (std::filesystem::temp_directory_path() / "idem-adapter-XXXXXX").string();
+    if (::mkdtemp(dir.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    LmdbStoreOptions options;
+    options.path = dir;
+    options.map_size = std::size_t{64} << 20;
+    std::shared_ptr<Store> store = make_lmdb_store(std::move(options));
+    // The directory goes once the store is closed.
+    return std::shared_ptr<Store>(store.get(), [store, dir](Store*) mutable {
+      store.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    });
+  }
+#endif
   auto memory = make_memory_store();
   if (kind == StoreKind::inline_memory) return memory;
   return std::make_shared<ThreadedStore>(std::move(memory));

@@ -185,8 +185,7 @@ TEST_P(BeastSyncTest, PeerAddressNamesTheIpScope) {
   EXPECT_EQ(runs_, 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, BeastSyncTest,
-                         ::testing::Values(StoreKind::inline_memory, StoreKind::threaded),
+INSTANTIATE_TEST_SUITE_P(Stores, BeastSyncTest, ::testing::ValuesIn(testing::store_kinds()),
                          [](const auto& info) { return testing::store_kind_name(info.param); });
 
 // ---- coroutines ----
@@ -362,8 +361,7 @@ TEST_P(BeastCoroutineTest, ChainedCallbacksKeepTheStackFlat) {
   EXPECT_EQ(left, -1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, BeastCoroutineTest,
-                         ::testing::Values(StoreKind::inline_memory, StoreKind::threaded),
+INSTANTIATE_TEST_SUITE_P(Stores, BeastCoroutineTest, ::testing::ValuesIn(testing::store_kinds()),
                          [](const auto& info) { return testing::store_kind_name(info.param); });
 
 TEST(BeastTranslation, RequestViewKeepsEveryHeaderInOrder) {

@@ -129,8 +129,7 @@ TEST_P(HttplibWrapTest, KeylessAndUncoveredRequestsRunEveryTime) {
   EXPECT_EQ(runs_, 4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, HttplibWrapTest,
-                         ::testing::Values(StoreKind::inline_memory, StoreKind::threaded),
+INSTANTIATE_TEST_SUITE_P(Stores, HttplibWrapTest, ::testing::ValuesIn(testing::store_kinds()),
                          [](const auto& info) { return testing::store_kind_name(info.param); });
 
 TEST(HttplibTranslation, StatusUnsetIsTheDefault200) {
