@@ -15,8 +15,7 @@ int main() {
   int runs = 0;
   auto api = idem::beast::protect(idem::Engine::create(std::move(options)),
                                   [&](const idem::beast::Request& req) {
-                                    idem::beast::Response res{http::status::created,
-                                                              req.version()};
+                                    idem::beast::Response res{http::status::created, req.version()};
                                     res.body() = "{\"run\":" + std::to_string(++runs) + "}";
                                     res.prepare_payload();
                                     return res;

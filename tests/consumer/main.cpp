@@ -37,8 +37,8 @@ int main() {
   listener.join();
 
   bool ok = first && retry && first->status == 201 && retry->status == 201 &&
-            retry->body == first->body && retry->get_header_value("Idempotent-Replayed") == "true" &&
-            runs == 1;
+            retry->body == first->body &&
+            retry->get_header_value("Idempotent-Replayed") == "true" && runs == 1;
   std::printf("consumer: %s (handler runs: %d)\n", ok ? "replayed" : "FAILED", runs.load());
   return ok ? 0 : 1;
 }
