@@ -5,13 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <future>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "idem/engine.hpp"
 #include "idem/redis_store.hpp"
@@ -24,79 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Steady = std::chrono::steady_clock;
-
-// A scheduler with one thread, for the engine's wait deadlines. Not make_thread_scheduler():
-// its run loop waits on a reference to the time point inside its queue node, which a
-// concurrent cancel frees (ASan: heap-use-after-free in thread_scheduler.cpp); reported.
-class TestScheduler final : public Scheduler, public std::enable_shared_from_this<TestScheduler> {
- public:
-  TestScheduler() : thread_([this] { run(); }) {}
-  ~TestScheduler() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  std::unique_ptr<Timer> after(Duration delay, std::function<void()> fire) override {
-    std::uint64_t id = 0;
-    {
-      std::lock_guard lock(mutex_);
-      id = next_++;
-      queue_.emplace(Key{Steady::now() + delay, id}, std::move(fire));
-    }
-    cv_.notify_all();
-    return std::make_unique<Handle>(weak_from_this(), id);
-  }
-
- private:
-  using Key = std::pair<Steady::time_point, std::uint64_t>;
-  struct Handle final : Timer {
-    Handle(std::weak_ptr<TestScheduler> s, std::uint64_t id) : s_(std::move(s)), id_(id) {}
-    ~Handle() override {
-      if (auto s = s_.lock()) s->cancel(id_);
-    }
-    std::weak_ptr<TestScheduler> s_;
-    std::uint64_t id_;
-  };
-  void cancel(std::uint64_t id) {
-    std::unique_lock lock(mutex_);
-    std::erase_if(queue_, [&](const auto& e) { return e.first.second == id; });
-    if (std::this_thread::get_id() != thread_.get_id()) {
-      done_.wait(lock, [&] { return running_ != id; });
-    }
-  }
-  void run() {
-    std::unique_lock lock(mutex_);
-    while (!stopping_) {
-      if (queue_.empty()) {
-        cv_.wait(lock);
-        continue;
-      }
-      const Steady::time_point when = queue_.begin()->first.first;  // a copy, not a reference
-      if (Steady::now() < when) {
-        cv_.wait_until(lock, when);
-        continue;
-      }
-      auto fire = std::move(queue_.begin()->second);
-      running_ = queue_.begin()->first.second;
-      queue_.erase(queue_.begin());
-      lock.unlock();
-      fire();
-      lock.lock();
-      running_ = 0;
-      done_.notify_all();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable cv_, done_;
-  std::map<Key, std::function<void()>> queue_;
-  std::uint64_t next_ = 1, running_ = 0;
-  bool stopping_ = false;
-  std::thread thread_;
-};
 
 struct Gateway {
   std::shared_ptr<RedisStore> store;
@@ -116,7 +39,7 @@ Gateway gateway(const std::string& prefix, const std::string& name) {
   o.store = g.store;
   o.secret = **secret;
   o.policies.defaults.concurrency = Concurrency::wait;
-  o.scheduler = std::make_shared<TestScheduler>();
+  o.scheduler = make_thread_scheduler();
   o.instance_id = name;
   g.engine = Engine::create(std::move(o));
   return g;
