@@ -438,6 +438,15 @@ void apply_gateway_setting(GatewayConfig& config, FileSettings& file, std::strin
         static_cast<std::size_t>(r.integer(node, key, 1, std::int64_t{1} << 40));
   } else if (key == "memory_max_bytes") {
     config.store_limits.memory_max_bytes = r.size(node, key);
+  } else if (key == "durability") {
+    auto v = r.string(node, key);
+    if (v == "process") {
+      config.store_limits.durability_power = false;
+    } else if (v == "power") {
+      config.store_limits.durability_power = true;
+    } else {
+      fail(r.name(key), "expected \"process\" or \"power\"");
+    }
   } else if (key == "lmdb_map_size") {
     config.store_limits.lmdb_map_size = r.size(node, key);
   } else if (key == "durability") {

@@ -38,6 +38,9 @@ struct StoreLimits {
   std::size_t memory_max_records = 1'000'000;
   std::size_t memory_max_bytes = std::size_t{1} << 30;
   std::size_t lmdb_map_size = std::size_t{1} << 30;
+  /// `durability = "power"`: an LMDB write is acknowledged once on the disk, not only in
+  /// the OS page cache (`"process"`, the default).
+  bool durability_power = false;
   /// `durability`: "process" (survives kill -9) or "power" (fsync before answering).
   bool lmdb_fsync = false;
 };

@@ -5,7 +5,6 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-
 namespace idem::gateway {
 
 LogFields& LogFields::add(std::string_view name, std::string_view value) {

@@ -32,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr std::size_t kFirstReadSize = 8 * 1024;
+constexpr std::size_t kBodyReadSize = 64 * 1024;
 constexpr std::size_t kRetainedBytes = 64 * 1024;  ///< larger buffers are freed after use
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
@@ -193,6 +194,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void read_body() {
+    // Beast reads at most the buffer's free capacity: let large bodies come in big reads.
+    if (auto length = parser_->content_length_remaining(); !length || *length > kFirstReadSize) {
+      buffer_.reserve(std::min<std::size_t>(length.value_or(kBodyReadSize), kBodyReadSize));
+    }
     client_deadline(timeouts().body);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](error_code ec, std::size_t) {
@@ -362,6 +367,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       return close_client();
     }
     parser_.reset();
+    if (buffer_.capacity() > 2 * kFirstReadSize) buffer_.shrink_to_fit();
     await_request();
   }
 
@@ -692,7 +698,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     std::size_t available = received_ - sent_;
     if (available == 0 && !head_pending_ && !(may_finish && !final_sent_)) return maybe_end();
 
-    std::array<asio::const_buffer, 16> buffers;
+    // A member, not a local: the write keeps a view of the sequence until it completes.
+    auto& buffers = out_buffers_;
     std::size_t count = 0;
     if (head_pending_) {
       buffers[count++] = asio::buffer(head_);
@@ -953,6 +960,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   std::size_t window_ = 0;
   std::size_t read_size_ = 0;
   std::size_t write_size_ = 0;
+  std::array<asio::const_buffer, 16> out_buffers_;
   bool reading_ = false;
   bool writing_ = false;
   bool write_final_ = false;

@@ -41,6 +41,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
     LmdbStoreOptions options;
     options.path = path;
     options.map_size = limits.lmdb_map_size;
+    options.durability = limits.durability_power ? Durability::power : Durability::process;
     options.durability = limits.lmdb_fsync ? Durability::power : Durability::process;
     try {
       auto store = make_lmdb_store(options);
