@@ -449,10 +449,6 @@ void apply_gateway_setting(GatewayConfig& config, FileSettings& file, std::strin
     }
   } else if (key == "lmdb_map_size") {
     config.store_limits.lmdb_map_size = r.size(node, key);
-  } else if (key == "durability") {
-    auto v = r.string(node, key);
-    if (v != "process" && v != "power") fail(r.name(key), "expected \"process\" or \"power\"");
-    config.store_limits.lmdb_fsync = v == "power";
   } else if (key == "max_header_bytes") {
     t.max_header_bytes = r.size(node, key);
     if (t.max_header_bytes < 1024) fail(r.name(key), "must be at least 1024");

@@ -41,8 +41,6 @@ struct StoreLimits {
   /// `durability = "power"`: an LMDB write is acknowledged once on the disk, not only in
   /// the OS page cache (`"process"`, the default).
   bool durability_power = false;
-  /// `durability`: "process" (survives kill -9) or "power" (fsync before answering).
-  bool lmdb_fsync = false;
 };
 
 /// Everything the gateway runs with: the engine's policies and the gateway's own settings.

@@ -42,7 +42,6 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
     options.path = path;
     options.map_size = limits.lmdb_map_size;
     options.durability = limits.durability_power ? Durability::power : Durability::process;
-    options.durability = limits.lmdb_fsync ? Durability::power : Durability::process;
     try {
       auto store = make_lmdb_store(options);
       return StoreHandle{store, [path] {
