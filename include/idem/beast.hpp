@@ -261,7 +261,12 @@ class Guard {
   /// store other than the memory store answers; rethrows what the handler throws.
   template <SyncHandler Handler>
   Response handle(const Request& request, std::string_view peer, Handler&& handler) const {
-    return run(request, peer, HandlerRef(handler));
+    if constexpr (std::is_function_v<std::remove_reference_t<Handler>>) {
+      auto* function = &handler;  // a function is referred to through a pointer object
+      return run(request, peer, HandlerRef(function));
+    } else {
+      return run(request, peer, HandlerRef(handler));
+    }
   }
 
   /// The same for coroutine handlers; never blocks. `request` must outlive the awaitable.

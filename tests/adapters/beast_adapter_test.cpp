@@ -174,6 +174,21 @@ TEST_P(BeastSyncTest, GuardServesAnExistingSession) {
   EXPECT_EQ(runs_, 1);
 }
 
+int plain_runs = 0;
+
+/// A handler that is a plain function, as in Beast's own examples.
+Response plain_handler(const Request& req) { return created(req, ++plain_runs); }
+
+TEST_P(BeastSyncTest, PlainFunctionsAreHandlersToo) {
+  plain_runs = 0;
+  beast::Guard guard(engine_);
+  (void)guard.handle(payment("k1"), {}, plain_handler);
+  EXPECT_EQ(header(guard.handle(payment("k1"), {}, plain_handler), "Idempotent-Replayed"), "true");
+  auto api = beast::protect(engine_, plain_handler);
+  EXPECT_EQ(header(api(payment("k1")), "Idempotent-Replayed"), "true");
+  EXPECT_EQ(plain_runs, 1);
+}
+
 TEST_P(BeastSyncTest, PeerAddressNamesTheIpScope) {
   PolicySet policies;
   policies.defaults.scope = ScopeRule::parse("ip");
