@@ -46,6 +46,24 @@ bool is_stale_connection(const error_code& ec) {
          ec == asio::error::connection_aborted || ec == http::error::partial_message;
 }
 
+/// Writes `buffers` at once if the socket takes them (the common case: a response fits
+/// the send buffer), calling `done` inline; else writes the rest asynchronously. Saves a
+/// posted completion and a turn of the event loop per write. The socket is non-blocking.
+template <class Stream, class Buffers, class Done>
+void write_now_or_later(Stream& stream, const Buffers& buffers, Done&& done) {
+  error_code ec;
+  std::size_t total = asio::buffer_size(buffers);
+  std::size_t n = total == 0 ? 0 : stream.write_some(buffers, ec);
+  if (!ec && n == total) return done(ec, n);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) return done(ec, n);
+  beast::buffers_suffix<Buffers> rest(buffers);
+  rest.consume(n);
+  asio::async_write(stream, rest,
+                    [done = std::forward<Done>(done), n](error_code ec, std::size_t m) mutable {
+                      done(ec, n + m);
+                    });
+}
+
 template <class T>
 void release_if_large(T& buffer) {
   if (buffer.capacity() > kRetainedBytes) T().swap(buffer);
@@ -65,6 +83,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       peer_ = address.to_string();
     }
     stream_.set_option(tcp::no_delay(true), ec);
+    stream_.non_blocking(true, ec);  // for write_now_or_later
   }
 
   ~Session() override {
@@ -113,14 +132,28 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
     // Waiting for the next request falls under idle_timeout; once its first bytes are
     // here, header_timeout applies.
+    // Wait for readiness instead of reading at once: the client has not even seen our
+    // last response yet, so an immediate read would almost always find nothing (a wasted
+    // system call per request); readiness comes batched with the loop's other events.
     client_deadline(timeouts().idle);
-    stream_.async_read_some(buffer_.prepare(kFirstReadSize),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
-                              self->client_deadline_ = kNever;
-                              self->buffer_.commit(n);
-                              if (ec || n == 0) return self->close_client();
-                              self->read_header();
-                            });
+    stream_.async_wait(Socket::wait_read,
+                       [self = shared_from_this()](error_code ec) { self->on_readable(ec); });
+  }
+
+  void on_readable(error_code ec) {
+    if (!ec) {
+      std::size_t n = stream_.read_some(buffer_.prepare(kFirstReadSize), ec);  // non-blocking
+      buffer_.commit(n);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        return stream_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code ec) {
+          self->on_readable(ec);
+        });
+      }
+      if (!ec && n == 0) ec = asio::error::eof;
+    }
+    client_deadline_ = kNever;
+    if (ec) return close_client();
+    read_header();
   }
 
   void read_header() {
@@ -342,16 +375,16 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body_out_)};
     if (is_head_) buffers[1] = asio::const_buffer();
     client_deadline(timeouts().body);
-    asio::async_write(stream_, buffers,
-                      [self = shared_from_this(), linger](error_code ec, std::size_t) {
-                        self->client_deadline_ = kNever;
-                        if (ec) {
-                          self->worker_.metrics().client_aborts.add();
-                          self->client_gone_ = true;
-                        }
-                        if (linger && !ec) return self->linger_close();
-                        self->end_request();
-                      });
+    write_now_or_later(stream_, buffers,
+                       [self = shared_from_this(), linger](error_code ec, std::size_t) {
+                         self->client_deadline_ = kNever;
+                         if (ec) {
+                           self->worker_.metrics().client_aborts.add();
+                           self->client_gone_ = true;
+                         }
+                         if (linger && !ec) return self->linger_close();
+                         self->end_request();
+                       });
   }
 
   /// The request is answered (or its client gone): on to the next one, or close.
@@ -489,6 +522,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
     worker_.metrics().upstream_connects.add();
     up_->socket.set_option(tcp::no_delay(true), ec);
+    up_->socket.non_blocking(true, ec);
     send_upstream(/*reused=*/false);
   }
 
@@ -497,12 +531,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     const std::string& body = parser_->get().body();
     std::array<asio::const_buffer, 2> buffers{asio::buffer(up_head_), asio::buffer(body)};
     up_deadline(timeouts().upstream);
-    asio::async_write(up_->socket, buffers,
-                      [self = shared_from_this()](error_code ec, std::size_t) {
-                        self->up_deadline_ = kNever;
-                        if (ec) return self->upstream_failed_or_retry(ec);
-                        self->read_upstream_header();
-                      });
+    write_now_or_later(up_->socket, buffers,
+                       [self = shared_from_this()](error_code ec, std::size_t) {
+                         self->up_deadline_ = kNever;
+                         if (ec) return self->upstream_failed_or_retry(ec);
+                         self->read_upstream_header();
+                       });
   }
 
   void upstream_failed_or_retry(error_code ec) {
@@ -525,6 +559,20 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     up_parser_->body_limit(boost::none);
     if (is_head_) up_parser_->skip(true);
     up_deadline(timeouts().upstream);
+    if (up_->buffer.size() > 0) return read_upstream_head_now();
+    // As for clients: the upstream has only just got the request, so wait for its answer
+    // rather than try a read that would find nothing.
+    up_->socket.async_wait(UpstreamConnection::Socket::wait_read,
+                           [self = shared_from_this()](error_code ec) {
+                             if (ec) {
+                               self->up_deadline_ = kNever;
+                               return self->on_upstream_header(ec);
+                             }
+                             self->read_upstream_head_now();
+                           });
+  }
+
+  void read_upstream_head_now() {
     http::async_read_header(up_->socket, up_->buffer, *up_parser_,
                             [self = shared_from_this()](error_code ec, std::size_t) {
                               self->up_deadline_ = kNever;
@@ -733,12 +781,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     write_size_ = take;
     write_final_ = final;
     client_deadline(timeouts().body);
-    asio::async_write(stream_, std::span<const asio::const_buffer>(buffers.data(), count),
-                      [self = shared_from_this()](error_code ec, std::size_t) {
-                        self->client_deadline_ = kNever;
-                        self->writing_ = false;
-                        self->on_client_written(ec);
-                      });
+    write_now_or_later(stream_, std::span<const asio::const_buffer>(buffers.data(), count),
+                       [self = shared_from_this()](error_code ec, std::size_t) {
+                         self->client_deadline_ = kNever;
+                         self->writing_ = false;
+                         self->on_client_written(ec);
+                       });
   }
 
   void on_client_written(error_code ec) {
