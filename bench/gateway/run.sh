@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Throughput and p99 latency of idem-gateway against nginx, on this machine.
+# Throughput and p99 latency of idem-gateway against nginx, on this machine, in one run.
 #
-#   bench/gateway/run.sh [STORE]        STORE: --store value for the gateway (default memory)
+#   bench/gateway/run.sh [STORE...]     default: memory
+#
+# STORE is a --store value for the gateway, or one of these shorthands:
+#   memory          the in-memory store
+#   lmdb            the embedded durable store in a scratch directory (durability "process")
+#   lmdb@power      the same with durability = "power" (fsync before answering)
+#   redis           a redis-server that run.sh starts on a free port (no persistence)
+#   redis://...     a Redis you run yourself
 #
 # Starts on free 127.0.0.1 ports: nginx `return 200` as the upstream, nginx proxy_pass in
-# front of it (the baseline), and idem-gateway --threads 1 in front of the same upstream;
-# runs wrk against each, and prints a markdown table. Everything stops on exit.
+# front of it (the baseline), and for each STORE in turn idem-gateway --threads 1 in front
+# of the same upstream; runs wrk against each, and prints a markdown table with every
+# row's throughput divided by nginx proxy_pass's and by the first store's same scenario.
+# Everything stops on exit.
 #
 # CPU pinning (taskset): the server under test (nginx proxy or idem-gateway, one worker
-# / one thread each) gets CPU $SUT_CPU alone; wrk and the upstream nginx share CPU
+# / one thread each) gets CPU $SUT_CPU alone; wrk, the upstream nginx and Redis share CPU
 # $LOAD_CPU. So both proxies are measured on one core with the same neighbours, and the
 # load generator never steals from the proxy. On a one-CPU machine nothing is pinned.
 #
@@ -18,7 +27,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-store=${1:-memory}
+stores=("$@")
+[[ ${#stores[@]} -gt 0 ]] || stores=(memory)
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
 wrk_threads=${THREADS:-2}
@@ -26,7 +36,7 @@ sut_cpu=${SUT_CPU:-0}
 load_cpu=${LOAD_CPU:-1}
 gateway=${IDEM_GATEWAY:-$root/build/release/apps/gateway/idem-gateway}
 
-for tool in nginx wrk curl python3; do
+for tool in nginx wrk curl python3 $([[ " ${stores[*]} " == *" redis "* ]] && echo redis-server); do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] ||
     { echo "run.sh: $tool is missing (scripts/setup installs it)" >&2; exit 1; }
 done
@@ -85,28 +95,13 @@ start_nginx() {  # name conf port [upstream_port] [taskset...]
 
 upstream_port=$(free_port)
 proxy_port=$(free_port)
-gateway_port=$(free_port)
-admin_port=$(free_port)
 
 start_nginx return nginx-return.conf "$upstream_port" 0 "${on_load[@]}"
 start_nginx proxy nginx-proxy.conf "$proxy_port" "$upstream_port" "${on_sut[@]}"
 
-if [[ $store == lmdb && ! -d $work/lmdb ]]; then store="lmdb:$work/lmdb"; fi
-(cd "$work" && exec "${on_sut[@]}" "$gateway" --listen "127.0.0.1:$gateway_port" \
-   --upstream "http://127.0.0.1:$upstream_port" --admin "127.0.0.1:$admin_port" \
-   --store "$store" --threads 1 --log-level warn >"$work/gateway.log" 2>&1) &
-pids+=($!)
-wait_http "http://127.0.0.1:$admin_port/healthz"
-
-replay_key="bench-replay-$(date +%s)-$RANDOM"
-export IDEM_BENCH_KEY=$replay_key
-curl -s -o /dev/null -X POST -H "Idempotency-Key: $replay_key" \
-  -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"eur"}' \
-  "http://127.0.0.1:$gateway_port/payments"
-
 declare -A rps p99 errors
 run() {  # name port script
-  local name=$1 port=$2 script=$3 out="$work/wrk-$1.txt"
+  local name=$1 port=$2 script=$3 out="$work/wrk-$RANDOM.txt"
   echo "==> $name: wrk -t$wrk_threads -c$connections -d$duration" >&2
   timeout 120 "${on_load[@]}" wrk -t"$wrk_threads" -c"$connections" -d"$duration" --latency \
     -s "$here/$script" "http://127.0.0.1:$port/payments" >"$out" 2>&1 || true
@@ -119,25 +114,81 @@ run() {  # name port script
   if [[ -z ${rps[$name]} ]]; then cat "$out" >&2; fi
 }
 
-run "nginx return (direct)" "$upstream_port" plain.lua
-run "nginx proxy_pass" "$proxy_port" plain.lua
-run "idem-gateway, no key (pass-through)" "$gateway_port" plain.lua
-run "idem-gateway, fresh keys" "$gateway_port" fresh.lua
-run "idem-gateway, replays" "$gateway_port" replay.lua
-
-base=${rps["nginx proxy_pass"]:-0}
-ratio() {
-  awk -v a="${1:-0}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+start_redis() {  # prints the redis:// URL of a fresh redis-server
+  local port
+  port=$(free_port)
+  "${on_load[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  echo "redis://127.0.0.1:$port"
 }
 
+gateway_pid=
+gateway_port=
+start_gateway() {  # store-spec: starts idem-gateway, sets gateway_port
+  local spec=$1 store config="$work/gateway-$RANDOM.toml"
+  : >"$config"
+  case $spec in
+    lmdb) store="lmdb:$work/lmdb-$RANDOM" ;;
+    lmdb@power) store="lmdb:$work/lmdb-$RANDOM"; echo 'durability = "power"' >"$config" ;;
+    redis) store=$(start_redis) ;;
+    *) store=$spec ;;
+  esac
+  gateway_port=$(free_port)
+  local admin_port
+  admin_port=$(free_port)
+  (cd "$work" && exec "${on_sut[@]}" "$gateway" --listen "127.0.0.1:$gateway_port" \
+     --upstream "http://127.0.0.1:$upstream_port" --admin "127.0.0.1:$admin_port" \
+     --store "$store" --config "$config" --threads 1 --log-level warn \
+     >"$work/gateway-$spec.log" 2>&1) &
+  gateway_pid=$!
+  pids+=($gateway_pid)
+  wait_http "http://127.0.0.1:$admin_port/healthz"
+}
+
+stop_gateway() {
+  kill "$gateway_pid" 2>/dev/null || true
+  wait "$gateway_pid" 2>/dev/null || true
+}
+
+run "nginx return (direct)" "$upstream_port" plain.lua
+run "nginx proxy_pass" "$proxy_port" plain.lua
+for spec in "${stores[@]}"; do
+  start_gateway "$spec"
+  replay_key="bench-replay-$(date +%s)-$RANDOM"
+  export IDEM_BENCH_KEY=$replay_key
+  curl -s -o /dev/null -X POST -H "Idempotency-Key: $replay_key" \
+    -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"eur"}' \
+    "http://127.0.0.1:$gateway_port/payments"
+  run "$spec: no key (pass-through)" "$gateway_port" plain.lua
+  run "$spec: fresh keys" "$gateway_port" fresh.lua
+  run "$spec: replays" "$gateway_port" replay.lua
+  stop_gateway
+done
+
+ratio() {  # a b: a / b
+  awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
+proxy=${rps["nginx proxy_pass"]:-0}
+first=${stores[0]}
+
 echo
-echo "idem-gateway --threads 1 --store $store; wrk -t$wrk_threads -c$connections -d$duration;" \
+echo "idem-gateway --threads 1; wrk -t$wrk_threads -c$connections -d$duration;" \
   "$(nproc) CPUs, $pinning."
 echo
-echo "| scenario | requests/s | p99 latency | requests/s vs nginx proxy_pass | errors |"
-echo "|---|---:|---:|---:|---|"
-for name in "nginx return (direct)" "nginx proxy_pass" "idem-gateway, no key (pass-through)" \
-            "idem-gateway, fresh keys" "idem-gateway, replays"; do
-  printf '| %s | %s | %s | %s | %s |\n' "$name" "${rps[$name]:--}" "${p99[$name]:--}" \
-    "$(ratio "${rps[$name]}")" "${errors[$name]}"
+echo "| scenario | requests/s | p99 latency | vs nginx proxy_pass | vs $first | errors |"
+echo "|---|---:|---:|---:|---:|---|"
+rows=("nginx return (direct)" "nginx proxy_pass")
+for spec in "${stores[@]}"; do
+  rows+=("$spec: no key (pass-through)" "$spec: fresh keys" "$spec: replays")
+done
+for name in "${rows[@]}"; do
+  same="-"
+  if [[ $name == *": "* ]]; then same=$(ratio "${rps[$name]}" "${rps["$first: ${name#*: }"]}"); fi
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "${rps[$name]:--}" "${p99[$name]:--}" \
+    "$(ratio "${rps[$name]}" "$proxy")" "$same" "${errors[$name]}"
 done
