@@ -8,8 +8,8 @@
 
 namespace idem {
 
-/// Names records: HMAC-SHA-256(secret, scope || 0x00 || key). Thread-safe; the keyed
-/// state is prepared once so that naming a record costs one HMAC, not a key schedule.
+/// Names records: HMAC-SHA-256(secret, len32le(scope) || scope || key). Thread-safe; the
+/// padded key blocks are prepared once, and naming a record allocates nothing.
 class RecordNamer {
  public:
   /// `secret` is raw bytes, at least 16 of them; throws std::invalid_argument otherwise.

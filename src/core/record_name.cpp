@@ -1,38 +1,76 @@
 #include "idem/record_name.hpp"
 
-#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace idem {
 
+namespace {
+
+constexpr std::size_t kBlock = 64;  // SHA-256's block size, which HMAC pads the key to
+constexpr std::size_t kDigest = 32;
+
+const EVP_MD* sha256() {
+  // Fetched once: an implicit fetch per EVP_DigestInit_ex costs more than the hash itself.
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+/// OpenSSL fails here only when out of memory or misinstalled. A request cannot be named
+/// without its HMAC, and any constant name would mix records up, so this is fatal.
+void check(int ok, const char* what) {
+  if (ok == 1) return;
+  std::fprintf(stderr, "idem: fatal: OpenSSL %s failed while naming a record\n", what);
+  std::abort();
+}
+
+/// This thread's SHA-256 context. Re-initialising a context with the same digest reuses
+/// its state, so naming a record allocates nothing (EVP_MAC_CTX_dup allocated four times).
+EVP_MD_CTX* thread_context() {
+  thread_local std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                           &EVP_MD_CTX_free);
+  check(ctx != nullptr ? 1 : 0, "EVP_MD_CTX_new");
+  return ctx.get();
+}
+
+}  // namespace
+
+/// HMAC (RFC 2104) spelled out over SHA-256: the key's two padded blocks are computed once.
 struct RecordNamer::State {
-  EVP_MAC* mac = nullptr;
-  // Keyed once; each name() duplicates it, which is cheaper than re-deriving the HMAC pads.
-  EVP_MAC_CTX* keyed = nullptr;
+  std::array<std::uint8_t, kBlock> inner_pad{};  // key ^ 0x36..
+  std::array<std::uint8_t, kBlock> outer_pad{};  // key ^ 0x5c..
 
   ~State() {
-    EVP_MAC_CTX_free(keyed);
-    EVP_MAC_free(mac);
+    OPENSSL_cleanse(inner_pad.data(), inner_pad.size());
+    OPENSSL_cleanse(outer_pad.data(), outer_pad.size());
   }
 };
 
 RecordNamer::RecordNamer(std::string secret) : state_(std::make_unique<State>()) {
   if (secret.size() < 16) throw std::invalid_argument("secret: at least 16 bytes are required");
-  state_->mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  if (state_->mac == nullptr) throw std::runtime_error("OpenSSL: HMAC is not available");
-  state_->keyed = EVP_MAC_CTX_new(state_->mac);
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                         OSSL_PARAM_construct_end()};
-  if (state_->keyed == nullptr ||
-      EVP_MAC_init(state_->keyed, reinterpret_cast<const unsigned char*>(secret.data()),
-                   secret.size(), params) != 1) {
-    throw std::runtime_error("OpenSSL: cannot key HMAC-SHA-256");
+  if (sha256() == nullptr) throw std::runtime_error("OpenSSL: SHA-256 is not available");
+  std::array<std::uint8_t, kBlock> key{};
+  if (secret.size() > kBlock) {  // longer keys are hashed first (RFC 2104, section 2)
+    unsigned size = 0;
+    if (EVP_Digest(secret.data(), secret.size(), key.data(), &size, sha256(), nullptr) != 1) {
+      throw std::runtime_error("OpenSSL: cannot hash the secret");
+    }
+  } else {
+    std::copy(secret.begin(), secret.end(), key.begin());
   }
+  for (std::size_t i = 0; i < kBlock; ++i) {
+    state_->inner_pad[i] = key[i] ^ 0x36;
+    state_->outer_pad[i] = key[i] ^ 0x5c;
+  }
+  OPENSSL_cleanse(key.data(), key.size());
+  OPENSSL_cleanse(secret.data(), secret.size());
 }
 
 RecordNamer::~RecordNamer() = default;
@@ -44,20 +82,20 @@ RecordId RecordNamer::name(std::string_view scope, std::string_view key) const {
   std::uint8_t length[4];
   auto n = static_cast<std::uint32_t>(scope.size());
   for (int i = 0; i < 4; ++i) length[i] = static_cast<std::uint8_t>(n >> (8 * i));
-  unsigned char out[32];
-  std::size_t out_len = 0;
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(state_->keyed);
-  bool ok =
-      ctx != nullptr && EVP_MAC_update(ctx, length, sizeof length) == 1 &&
-      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(scope.data()), scope.size()) ==
-          1 &&
-      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(key.data()), key.size()) == 1 &&
-      EVP_MAC_final(ctx, out, &out_len, sizeof out) == 1;
-  EVP_MAC_CTX_free(ctx);
-  if (!ok || out_len != sizeof out) {
-    // Only reachable when OpenSSL cannot allocate: a programming/environment error.
-    throw std::runtime_error("OpenSSL: HMAC-SHA-256 failed");
-  }
+  EVP_MD_CTX* ctx = thread_context();
+  std::uint8_t inner[kDigest];
+  std::uint8_t out[kDigest];
+  unsigned size = 0;
+  check(EVP_DigestInit_ex(ctx, sha256(), nullptr), "EVP_DigestInit_ex");
+  check(EVP_DigestUpdate(ctx, state_->inner_pad.data(), kBlock), "EVP_DigestUpdate");
+  check(EVP_DigestUpdate(ctx, length, sizeof length), "EVP_DigestUpdate");
+  check(EVP_DigestUpdate(ctx, scope.data(), scope.size()), "EVP_DigestUpdate");
+  check(EVP_DigestUpdate(ctx, key.data(), key.size()), "EVP_DigestUpdate");
+  check(EVP_DigestFinal_ex(ctx, inner, &size), "EVP_DigestFinal_ex");
+  check(EVP_DigestInit_ex(ctx, sha256(), nullptr), "EVP_DigestInit_ex");
+  check(EVP_DigestUpdate(ctx, state_->outer_pad.data(), kBlock), "EVP_DigestUpdate");
+  check(EVP_DigestUpdate(ctx, inner, sizeof inner), "EVP_DigestUpdate");
+  check(EVP_DigestFinal_ex(ctx, out, &size), "EVP_DigestFinal_ex");
   return RecordId(std::span<const std::uint8_t>(out, sizeof out));
 }
 

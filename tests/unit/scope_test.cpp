@@ -1,6 +1,7 @@
 #include "idem/scope.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/hmac.h>
 
 #include <vector>
 
@@ -143,6 +144,32 @@ TEST(RecordNamer, KnownAnswer) {
   RecordNamer namer(std::string(16, 'k'));
   EXPECT_EQ(namer.name("", "abc").hex(),
             "4eef48516489d9b67d8ab1c37862fa51fb90a975e82f6f6559646854e983fb4e");
+}
+
+TEST(RecordNamer, MatchesOpenSslHmacForEverySecretLength) {
+  // Secrets longer than SHA-256's 64-byte block are hashed first (RFC 2104): cover both
+  // sides of that edge, and scopes and keys of several lengths.
+  for (std::size_t secret_size : {16u, 63u, 64u, 65u, 200u}) {
+    std::string secret;
+    for (std::size_t i = 0; i < secret_size; ++i) secret.push_back(static_cast<char>(i * 7 + 1));
+    RecordNamer namer(secret);
+    for (std::string_view scope : {std::string_view(""), std::string_view("identity\0bob", 12)}) {
+      for (std::string key : {std::string("k"), std::string(300, 'x')}) {
+        std::string message(4, '\0');
+        auto n = static_cast<std::uint32_t>(scope.size());
+        for (int i = 0; i < 4; ++i) message[i] = static_cast<char>(n >> (8 * i));
+        message.append(scope).append(key);
+        unsigned char expected[32];
+        unsigned size = 0;
+        ASSERT_NE(HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+                       expected, &size),
+                  nullptr);
+        EXPECT_EQ(namer.name(scope, key), Digest(std::span<const std::uint8_t>(expected, size)))
+            << "secret of " << secret_size << " bytes";
+      }
+    }
+  }
 }
 
 }  // namespace
