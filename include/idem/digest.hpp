@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 
@@ -31,8 +32,17 @@ class Digest {
 /// in clear.
 using RecordId = Digest;
 
+/// The bytes are already a cryptographic hash: any 8 of them are uniformly distributed, so
+/// they are the hash as they are. Inline, since hash tables call it on every probe.
 struct DigestHash {
-  std::size_t operator()(const Digest& d) const noexcept;
+  using is_avalanching = void;  ///< tells Boost's hash tables not to mix the bits again
+
+  std::size_t operator()(const Digest& d) const noexcept {
+    std::size_t h = 0;
+    auto bytes = d.bytes();
+    std::memcpy(&h, bytes.data(), bytes.size() < sizeof h ? bytes.size() : sizeof h);
+    return h;
+  }
 };
 
 }  // namespace idem

@@ -20,12 +20,4 @@ std::string Digest::hex() const {
   return out;
 }
 
-std::size_t DigestHash::operator()(const Digest& d) const noexcept {
-  // The bytes are already a cryptographic hash: any 8 of them are uniformly distributed.
-  std::size_t h = 0;
-  auto bytes = d.bytes();
-  std::memcpy(&h, bytes.data(), std::min(sizeof h, bytes.size()));
-  return h;
-}
-
 }  // namespace idem

@@ -92,7 +92,7 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   void unwatch(const RecordId& id, const WatchState* state);
 
  private:
-  using Iter = std::unordered_map<RecordId, Entry, DigestHash>::iterator;
+  using Iter = decltype(Shard::records)::iterator;
 
   Shard& shard_for(const RecordId& id) noexcept {
     // Fibonacci mixing, so that the shard and the buckets inside it use different bits.
@@ -157,21 +157,11 @@ void MemoryStore::remove(Shard& s, Iter it) {
   records_.fetch_sub(1, std::memory_order_relaxed);
   bytes_.fetch_sub(it->second.bytes, std::memory_order_relaxed);
   // Its queue item goes stale and is dropped when it comes up.
-  if (s.spare.size() >= Shard::kSpareNodes) {
-    s.records.erase(it);
-    return;
-  }
-  auto node = s.records.extract(it);
-  node.mapped().record.response.reset();  // the response's memory is not worth keeping
-  s.spare.push_back(std::move(node));
+  s.records.erase(it);
 }
 
 Entry& MemoryStore::insert(Shard& s, const RecordId& id) {
-  if (s.spare.empty()) return s.records[id];
-  auto node = std::move(s.spare.back());
-  s.spare.pop_back();
-  node.key() = id;
-  return s.records.insert(std::move(node)).position->second;
+  return s.records.try_emplace(id).first->second;
 }
 
 // After expires_at changed to now + lifetime: the old item goes stale.
@@ -268,7 +258,6 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
         return;
       }
     }
-    // Every field is set below: a reused node still holds its last record's values.
     Entry& e = insert(s, req.id);
     e.generation = s.next_generation++;
     e.bytes = need;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -127,17 +128,14 @@ using Watchers = std::vector<std::shared_ptr<WatchState>>;
 /// line: threads working on different shards do not slow each other down.
 struct alignas(64) Shard {
   std::mutex mutex;
-  std::unordered_map<RecordId, Entry, DigestHash> records;
+  /// Open addressing, entries in place: a claim allocates no node, and a lookup touches one
+  /// group of slots instead of following a chain of nodes whose keys must be hashed again.
+  boost::unordered_flat_map<RecordId, Entry, DigestHash> records;
   ExpiryQueue expiry;
   /// Kept apart from records: a watcher may wait for an id that has no record yet or any
   /// more, and a record's removal must not drop its watchers before they are told.
   std::unordered_map<RecordId, Watchers, DigestHash> watchers;
   std::uint64_t next_generation = 1;
-  /// Nodes of removed records, reused by the next inserts: records come and go in expiry
-  /// order, a pattern in which freeing and allocating a node costs more than the rest of
-  /// the claim. Bounded, so a shard that shrank gives its memory back.
-  static constexpr std::size_t kSpareNodes = 32;
-  std::vector<std::unordered_map<RecordId, Entry, DigestHash>::node_type> spare;
 };
 
 }  // namespace idem::detail
