@@ -45,11 +45,17 @@ TEST(ThreadScheduler, CallbackMayDestroyItsTimerAndTheLastSchedulerReference) {
     auto scheduler = make_thread_scheduler();
     auto holder = std::make_shared<std::unique_ptr<Timer>>();
     auto owner = std::make_shared<std::shared_ptr<Scheduler>>(scheduler);
-    *holder = scheduler->after(1ms, [holder, owner, &done]() mutable {
+    // The timer may fire before after() has returned: the callback waits until its handle
+    // is stored, or both threads would write *holder at once.
+    std::promise<void> stored;
+    std::shared_future<void> handle_stored = stored.get_future().share();
+    *holder = scheduler->after(1ms, [holder, owner, handle_stored, &done]() mutable {
+      handle_stored.wait();
       holder->reset();  // its own timer
       owner->reset();   // the last reference to the scheduler, from its own thread
       done.set_value();
     });
+    stored.set_value();
     scheduler.reset();
   }
   ASSERT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
