@@ -149,11 +149,21 @@ int Core::commit(std::span<Op> ops, TimePoint now) {
 
 int Core::sync() {
   const int rc = mdb_env_sync(env_->get(), 1);
-  if (rc == 0) {
-    syncs_.fetch_add(1, std::memory_order_relaxed);
-    unsynced_ = false;
-  }
+  if (rc == 0) syncs_.fetch_add(1, std::memory_order_relaxed);
   return rc;
+}
+
+void Core::mark_unsynced() {
+  std::lock_guard lock(sync_mutex_);
+  sync_wanted_ = true;
+}
+
+void Core::hand_to_syncer(std::span<Op> ops) {
+  {
+    std::lock_guard lock(sync_mutex_);
+    for (Op& op : ops) awaiting_sync_.push_back(std::move(op));
+  }
+  sync_wake_.notify_one();
 }
 
 void Core::run_batch(std::span<Op> ops) {
@@ -174,18 +184,42 @@ void Core::run_batch(std::span<Op> ops) {
       }
     }
   }
-  if (committed) {
-    unsynced_ = true;
-    if (options_.durability == Durability::power) {
-      if (int rc = sync(); rc != 0) {
-        const Error error{Errc::store_unavailable, "lmdb store at " + env_->dir().string() +
-                                                       ": flush to disk failed (" + mdb_error(rc) +
-                                                       "); the write may not be durable"};
-        for (Op& op : ops) std::visit([&](auto& o) { o.pending.result = error; }, op);
-      }
-    }
-  }
+  if (committed && options_.durability == Durability::power) return hand_to_syncer(ops);
+  if (committed) mark_unsynced();
   for (Op& op : ops) deliver(op);
+}
+
+void Core::run_syncer() {
+  const bool periodic =
+      options_.durability == Durability::process && options_.sync_interval.count() > 0;
+  std::vector<Op> flushing;
+  std::unique_lock lock(sync_mutex_);
+  for (;;) {
+    auto woken = [&] { return syncer_stop_ || !awaiting_sync_.empty(); };
+    if (periodic) {
+      sync_wake_.wait_for(lock, options_.sync_interval, woken);
+    } else {
+      sync_wake_.wait(lock, woken);
+    }
+    const bool wanted = sync_wanted_ || !awaiting_sync_.empty();
+    if (!wanted && syncer_stop_) break;
+    if (!wanted) continue;
+    flushing.swap(awaiting_sync_);
+    sync_wanted_ = false;
+    lock.unlock();
+    // Every batch committed so far is flushed by this one call: LMDB's data and meta
+    // pages are in one file, and the data pages were written before each meta page.
+    if (int rc = sync(); rc != 0) {
+      const Error error{Errc::store_unavailable, "lmdb store at " + env_->dir().string() +
+                                                     ": flush to disk failed (" + mdb_error(rc) +
+                                                     "); the write may not be durable"};
+      for (Op& op : flushing) std::visit([&](auto& o) { o.pending.result = error; }, op);
+      if (flushing.empty()) mark_unsynced();  // the next interval tries again
+    }
+    for (Op& op : flushing) deliver(op);
+    flushing.clear();  // callbacks may hold the last reference to their captures
+    lock.lock();
+  }
 }
 
 void Core::deliver(Op& op) {
@@ -206,18 +240,13 @@ void Core::deliver(Op& op) {
 
 void Core::run() {
   const auto sweep_every = std::max(options_.sweep_interval, std::chrono::milliseconds(1));
-  const bool background_sync =
-      options_.durability == Durability::process && options_.sync_interval.count() > 0;
   auto next_sweep = SteadyClock::now() + sweep_every;
-  auto next_sync = SteadyClock::now() + options_.sync_interval;
   const std::size_t max_batch = std::max<std::size_t>(options_.max_batch, 1);
   std::vector<Op> batch;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      auto deadline = next_sweep;
-      if (background_sync && unsynced_) deadline = std::min(deadline, next_sync);
-      wake_.wait_until(lock, deadline, [&] { return stop_ || !queue_.empty(); });
+      wake_.wait_until(lock, next_sweep, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty() && stop_) break;
       const std::size_t n = std::min(queue_.size(), max_batch);
       for (std::size_t i = 0; i < n; ++i) {
@@ -234,13 +263,14 @@ void Core::run() {
     if (now >= next_sweep) {
       next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;
     }
-    if (background_sync && unsynced_ && now >= next_sync) {
-      (void)sync();  // a failure leaves unsynced_ set: the next interval tries again
-      next_sync = now + options_.sync_interval;
-    }
   }
-  // A clean shutdown leaves nothing only in the page cache.
-  if (unsynced_) (void)sync();
+  // The syncer flushes what was committed (a clean shutdown leaves nothing only in the
+  // page cache), answers what it holds, and returns.
+  {
+    std::lock_guard lock(sync_mutex_);
+    syncer_stop_ = true;
+  }
+  sync_wake_.notify_one();
 }
 
 }  // namespace idem::lmdb

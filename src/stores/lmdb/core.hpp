@@ -26,8 +26,12 @@ namespace idem::lmdb {
 /// outlive it by one batch when the last reference is dropped from a callback).
 ///
 /// Writes: submit() queues an operation; run(), on the writer thread, takes up to
-/// max_batch queued operations, applies them in ONE write transaction, commits (and
-/// flushes for Durability::power), and only then calls back and wakes watchers. When the
+/// max_batch queued operations, applies them in ONE write transaction, commits, and only
+/// then calls back and wakes watchers. Flushes to disk run on a second thread,
+/// run_syncer(), so that the writer never waits for the disk: for Durability::power the
+/// writer hands each committed batch over and the syncer answers it once mdb_env_sync
+/// has returned (while the writer commits the next batch); for Durability::process the
+/// syncer flushes every sync_interval if anything was committed. When the
 /// transaction fails (MDB_MAP_FULL), the operations are retried one per transaction, so a
 /// completion that fits is not lost with a claim that does not. Between batches the writer
 /// sweeps expired records in bounded transactions, oldest first, from the expiry index.
@@ -60,11 +64,14 @@ class Core {
   }
   const LmdbStoreOptions& options() const noexcept { return options_; }
   const std::filesystem::path& path() const noexcept { return env_->dir(); }
-  /// The writer finishes what is queued, then run() returns.
+  /// The writer finishes what is queued, then run() returns; the syncer flushes what the
+  /// writer committed, then run_syncer() returns.
   void request_stop();
 
   /// The writer thread's loop.
   void run();
+  /// The syncer thread's loop.
+  void run_syncer();
 
  private:
   void run_batch(std::span<Op> ops);
@@ -73,6 +80,9 @@ class Core {
   /// Removes up to sweep_batch expired records; true when more are due.
   bool sweep(TimePoint now);
   int sync();
+  /// Power: the batch is answered by the syncer once flushed.
+  void hand_to_syncer(std::span<Op> ops);
+  void mark_unsynced();
   Error error_of(int rc) const;
   void deliver(Op& op);
   void notify(const RecordId& id);
@@ -96,8 +106,11 @@ class Core {
   std::deque<Op> queue_;
   bool stop_ = false;
 
-  // Writer thread only.
-  bool unsynced_ = false;
+  std::mutex sync_mutex_;
+  std::condition_variable sync_wake_;
+  std::vector<Op> awaiting_sync_;  ///< power: committed, answered once flushed
+  bool sync_wanted_ = false;       ///< process: committed since the last flush
+  bool syncer_stop_ = false;
 
   std::mutex watch_mutex_;
   std::unordered_map<RecordId, std::vector<std::shared_ptr<detail::WatchState>>, DigestHash>

@@ -35,16 +35,23 @@ class LmdbWatch final : public Watch {
 class LmdbStoreImpl final : public LmdbStore {
  public:
   explicit LmdbStoreImpl(std::shared_ptr<Core> core)
-      : core_(std::move(core)), writer_([core = core_] { core->run(); }) {}
+      : core_(std::move(core)),
+        writer_([core = core_] { core->run(); }),
+        syncer_([core = core_] { core->run_syncer(); }) {}
 
   ~LmdbStoreImpl() override {
     core_->request_stop();
-    // Dropped from a callback on the writer thread itself: that thread cannot join
-    // itself; it finishes the queue and releases the Core (and the environment) alone.
-    if (writer_.get_id() == std::this_thread::get_id()) {
+    // Dropped from a callback on the writer or the syncer thread: a thread cannot join
+    // itself, and the writer must not wait for the syncer, which stops only once the
+    // writer has. Both then finish their queues and release the Core (and the
+    // environment) alone.
+    const auto self = std::this_thread::get_id();
+    if (writer_.get_id() == self || syncer_.get_id() == self) {
       writer_.detach();
+      syncer_.detach();
     } else {
       writer_.join();
+      syncer_.join();
     }
   }
 
@@ -117,6 +124,7 @@ class LmdbStoreImpl final : public LmdbStore {
  private:
   std::shared_ptr<Core> core_;
   std::thread writer_;
+  std::thread syncer_;
 };
 
 }  // namespace

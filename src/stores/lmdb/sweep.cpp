@@ -69,7 +69,7 @@ bool Core::sweep(TimePoint now) {
   const std::uint64_t records = tables.record_count();
   if (mdb_txn_commit(txn) != 0) return false;
   commit_to_cache(changed, txnid);
-  unsynced_ = true;
+  mark_unsynced();
   records_.store(records, std::memory_order_relaxed);
   bytes_.store(tables.bytes(), std::memory_order_relaxed);
   if (removed > 0) {
