@@ -114,7 +114,8 @@ run() {  # name port script
   if [[ -z ${rps[$name]} ]]; then cat "$out" >&2; fi
 }
 
-start_redis() {  # prints the redis:// URL of a fresh redis-server
+redis_url=
+start_redis() {  # starts a fresh redis-server, sets redis_url (not in a subshell: pids)
   local port
   port=$(free_port)
   "${on_load[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
@@ -124,7 +125,7 @@ start_redis() {  # prints the redis:// URL of a fresh redis-server
     redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.05
   done
-  echo "redis://127.0.0.1:$port"
+  redis_url="redis://127.0.0.1:$port"
 }
 
 gateway_pid=
@@ -135,7 +136,7 @@ start_gateway() {  # store-spec: starts idem-gateway, sets gateway_port
   case $spec in
     lmdb) store="lmdb:$work/lmdb-$RANDOM" ;;
     lmdb@power) store="lmdb:$work/lmdb-$RANDOM"; echo 'durability = "power"' >"$config" ;;
-    redis) store=$(start_redis) ;;
+    redis) start_redis; store=$redis_url ;;
     *) store=$spec ;;
   esac
   gateway_port=$(free_port)
