@@ -7,11 +7,11 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 
 #include "core/canonical_json.hpp"
+#include "core/openssl_sha256.hpp"
 
 namespace idem {
 
@@ -37,20 +37,9 @@ std::string_view kind_name(BodyKind kind) noexcept {
   return "raw";
 }
 
-/// OpenSSL fails here only when out of memory or misinstalled; a request cannot be
-/// answered correctly without its fingerprint, and returning a constant one could replay
-/// somebody else's response, so this is fatal (as Envoy's RELEASE_ASSERT on digests).
-void check(int ok, const char* what) {
-  if (ok == 1) return;
-  std::fprintf(stderr, "idem: fatal: OpenSSL %s failed while fingerprinting\n", what);
-  std::abort();
-}
+void check(int ok, const char* call) { detail::check_openssl(ok, call, "fingerprinting"); }
 
-const EVP_MD* sha256() {
-  // Fetched once: an implicit fetch on every EVP_DigestInit_ex costs more than hashing 1 KiB.
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
+using detail::sha256;
 
 /// Streams length-prefixed parts into SHA-256 or XXH3-128. Per-thread hashing state is
 /// reused, so a fingerprint allocates nothing.

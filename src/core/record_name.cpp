@@ -6,9 +6,10 @@
 
 #include <array>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
+#include <memory>
 #include <stdexcept>
+
+#include "core/openssl_sha256.hpp"
 
 namespace idem {
 
@@ -17,19 +18,9 @@ namespace {
 constexpr std::size_t kBlock = 64;  // SHA-256's block size, which HMAC pads the key to
 constexpr std::size_t kDigest = 32;
 
-const EVP_MD* sha256() {
-  // Fetched once: an implicit fetch per EVP_DigestInit_ex costs more than the hash itself.
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
+void check(int ok, const char* call) { detail::check_openssl(ok, call, "naming a record"); }
 
-/// OpenSSL fails here only when out of memory or misinstalled. A request cannot be named
-/// without its HMAC, and any constant name would mix records up, so this is fatal.
-void check(int ok, const char* what) {
-  if (ok == 1) return;
-  std::fprintf(stderr, "idem: fatal: OpenSSL %s failed while naming a record\n", what);
-  std::abort();
-}
+using detail::sha256;
 
 /// This thread's SHA-256 context. Re-initialising a context with the same digest reuses
 /// its state, so naming a record allocates nothing (EVP_MAC_CTX_dup allocated four times).
