@@ -62,23 +62,19 @@ file(GLOB_RECURSE pc_files ${prefix}/*/idem.pc)
 list(GET pc_files 0 pc_file)
 get_filename_component(pc_dir ${pc_file} DIRECTORY)
 set(ENV{PKG_CONFIG_PATH} ${pc_dir})
-execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --cflags --libs idem
-                OUTPUT_VARIABLE pc_flags OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "consumer test: pkg-config idem failed")
-endif()
-separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
-run(${CXX} -std=c++20 -O1 ${consumer_src}/pkg_config_main.cpp ${pc_flags}
-    -o ${consumer_build}/idem_pkg_config)
-run(${consumer_build}/idem_pkg_config)
 
+# Builds `source` with the flags of pkg-config `package` alone, and runs it.
+function(build_with_pkg_config package source binary)
+  execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --cflags --libs ${package}
+                  OUTPUT_VARIABLE flags OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "consumer test: pkg-config ${package} failed")
+  endif()
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  run(${CXX} -std=c++20 -O1 ${source} ${flags} -o ${consumer_build}/${binary})
+  run(${consumer_build}/${binary})
+endfunction()
+
+build_with_pkg_config(idem ${consumer_src}/pkg_config_main.cpp idem_pkg_config)
 # The adapter's file brings libidem and cpp-httplib with their flags.
-execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --cflags --libs idem-httplib
-                OUTPUT_VARIABLE pc_flags OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "consumer test: pkg-config idem-httplib failed")
-endif()
-separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
-run(${CXX} -std=c++20 -O1 ${consumer_src}/main.cpp ${pc_flags}
-    -o ${consumer_build}/idem_consumer_pkg_config)
-run(${consumer_build}/idem_consumer_pkg_config)
+build_with_pkg_config(idem-httplib ${consumer_src}/main.cpp idem_consumer_pkg_config)
