@@ -63,8 +63,16 @@ namespace {
 
 // Directories open in this process, by device and inode (two spellings of one path
 // are one directory). LMDB's POSIX locks break if a process opens an environment twice.
-std::mutex g_open_mutex;
-std::set<std::pair<std::uint64_t, std::uint64_t>> g_open;
+struct OpenRegistry {
+  std::mutex mutex;
+  std::set<std::pair<std::uint64_t, std::uint64_t>> open;
+};
+/// Never destroyed: a store dropped from one of its own callbacks closes its environment on
+/// a detached thread, which may still run while the process's static destructors do.
+OpenRegistry& registry() {
+  static auto* instance = new OpenRegistry;
+  return *instance;
+}
 
 struct EnvCloser {
   MDB_env* env = nullptr;
@@ -180,8 +188,8 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) fail(dir, std::string("stat: ") + std::strerror(errno));
   {
-    std::lock_guard lock(g_open_mutex);
-    if (!g_open.emplace(st.st_dev, st.st_ino).second) {
+    std::lock_guard lock(registry().mutex);
+    if (!registry().open.emplace(st.st_dev, st.st_ino).second) {
       fail(dir, "already open in this process");
     }
     self->registry_dev_ = st.st_dev;
@@ -242,8 +250,8 @@ Env::~Env() {
   close_environment();
   if (lock_fd_ >= 0) ::close(lock_fd_);
   if (registered_) {
-    std::lock_guard lock(g_open_mutex);
-    g_open.erase({registry_dev_, registry_ino_});
+    std::lock_guard lock(registry().mutex);
+    registry().open.erase({registry_dev_, registry_ino_});
   }
 }
 
