@@ -231,10 +231,22 @@ void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
   fresh.expires_at = now + std::max(req.ttl, req.lease);
   // The token counter's seed: see the claim script.
   const std::int64_t seed = std::max<std::int64_t>(to_ms(now), 0) * 1000;
-  Command cmd = evalsha(Script::claim, {key_of(req.id), options_.key_prefix + "token"}, 3, now);
-  cmd.arg(encode_record(fresh));
+  const std::string encoded = encode_record(fresh);
+  // The token's offset, 1-based as Lua counts: after magic, version, state, the
+  // fingerprint's length byte and the fingerprint. Checked against the bytes, as for
+  // complete: the script splices the token in there without parsing the record.
+  const std::size_t fingerprint_size = fresh.fingerprint.bytes().size();
+  if (encoded.size() < 7 + fingerprint_size + 8 ||
+      static_cast<unsigned char>(encoded[5]) != fingerprint_size) {
+    return done(Error{Errc::invalid_argument, "redis store: record codec layout changed"});
+  }
+  Command cmd = evalsha(Script::claim, {key_of(req.id), options_.key_prefix + "token"}, 5, now,
+                        encoded.size() + 256);
+  cmd.arg(encoded);
   cmd.arg(req.take_over_expired ? "1" : "0");
   cmd.arg(seed);
+  cmd.arg(static_cast<std::int64_t>(7 + fingerprint_size));
+  cmd.arg(to_ms(fresh.expires_at));
   client_->eval(
       Script::claim, req.id, std::move(cmd).take(),
       [counters = counters_, done = std::move(done)](Result<Reply> r) {
