@@ -1,13 +1,13 @@
-# The installed package, used for real: configures, builds and installs idem (the
-# libraries only) into a temporary prefix, then builds and runs, outside idem's tree,
+# The installed package, used for real: installs idem from a build tree (the one under
+# test, already built) into a temporary prefix, then builds and runs, outside idem's tree,
 # a CMake project that finds it with find_package(idem CONFIG) and a program built with
 # nothing but pkg-config. Static libraries (the default) are the demanding case: their
 # private dependencies must travel with the package.
 #
-#   cmake -DIDEM_SOURCE_DIR=<src> -DWORK_DIR=<scratch> [-DGENERATOR=Ninja]
-#         [-DCXX=<compiler>] -P run_consumer_test.cmake
+#   cmake -DIDEM_BUILD_DIR=<built tree> -DWORK_DIR=<scratch>
+#         [-DGENERATOR=Ninja] [-DCXX=<compiler>] -P run_consumer_test.cmake
 
-foreach(var IDEM_SOURCE_DIR WORK_DIR)
+foreach(var IDEM_BUILD_DIR WORK_DIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "run_consumer_test.cmake: -D${var}=... is required")
   endif()
@@ -19,7 +19,6 @@ if(NOT CXX)
   set(CXX c++)
 endif()
 
-set(build ${WORK_DIR}/idem-build)
 set(prefix ${WORK_DIR}/prefix)
 set(consumer_src ${WORK_DIR}/consumer-src)
 set(consumer_build ${WORK_DIR}/consumer-build)
@@ -34,11 +33,7 @@ function(run)
   endif()
 endfunction()
 
-run(${CMAKE_COMMAND} -S ${IDEM_SOURCE_DIR} -B ${build} -G ${GENERATOR}
-    -DCMAKE_BUILD_TYPE=Release -DIDEM_BUILD_TESTS=OFF -DIDEM_BUILD_BENCH=OFF
-    -DIDEM_BUILD_APPS=OFF)
-run(${CMAKE_COMMAND} --build ${build} --parallel 2)
-run(${CMAKE_COMMAND} --install ${build} --prefix ${prefix})
+run(${CMAKE_COMMAND} --install ${IDEM_BUILD_DIR} --prefix ${prefix})
 
 # Copied out of the tree, so that nothing but the prefix can supply idem.
 file(COPY ${CMAKE_CURRENT_LIST_DIR}/CMakeLists.txt ${CMAKE_CURRENT_LIST_DIR}/main.cpp
