@@ -1,5 +1,6 @@
 #include "http_util.hpp"
 
+#include <boost/url/parse.hpp>
 #include <charconv>
 #include <ctime>
 
@@ -188,6 +189,25 @@ void append_status_line(std::string& out, int status, std::string_view reason) {
   out.push_back(' ');
   out.append(reason.empty() ? reason_phrase(status) : reason);
   out.append("\r\n", 2);
+}
+
+std::optional<OriginForm> origin_form_of(std::string_view target) {
+  auto parsed = boost::urls::parse_absolute_uri(target);  // no fragment, by its grammar
+  if (!parsed) return std::nullopt;
+  const boost::urls::url_view& url = *parsed;
+  const auto scheme = url.scheme_id();
+  if (scheme != boost::urls::scheme::http && scheme != boost::urls::scheme::https) {
+    return std::nullopt;
+  }
+  // RFC 9110 section 4.2.4: userinfo in an http(s) URI is an error, never credentials.
+  if (!url.has_authority() || url.has_userinfo() || url.encoded_host().empty()) {
+    return std::nullopt;
+  }
+  OriginForm out;
+  out.authority = url.encoded_host_and_port();
+  out.target = url.encoded_path().empty() ? "/" : std::string(url.encoded_path());
+  if (url.has_query()) out.target.append("?").append(url.encoded_query());
+  return out;
 }
 
 Response gateway_problem(int status, std::string_view type_base, std::string_view name,

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,18 @@ bool is_hop_by_hop(std::string_view name, const ConnectionTokens& tokens) noexce
 void append_field(std::string& out, std::string_view name, std::string_view value);
 /// Appends "HTTP/1.1 <status> <reason>\r\n".
 void append_status_line(std::string& out, int status, std::string_view reason);
+
+/// A request target in absolute-form (`http://host:port/path?query`), split as RFC 9112
+/// section 3.2.2 asks of a server: the authority replaces Host, and the rest is the target
+/// in origin-form.
+struct OriginForm {
+  std::string authority;  ///< host[:port]
+  std::string target;     ///< /path?query, "/" when the path is empty
+};
+
+/// The origin-form of an absolute-form `target` with scheme http or https, or nothing
+/// when it is not one (another scheme, no host, userinfo, a fragment, not a URI).
+std::optional<OriginForm> origin_form_of(std::string_view target);
 
 /// An application/problem+json response for the gateway's own errors (upstream failures,
 /// malformed requests), in the style of the contract's problems:

@@ -198,6 +198,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
                           "Transfer-Encoding must end with chunked.", true, true);
     }
 
+    if (!normalize_target()) {
+      worker_.metrics().bad_requests.add();
+      return send_problem(400, "bad-request", "Malformed request",
+                          "The request target is neither a path nor an http(s) URI.", true, true);
+    }
+
     // The route decides the body limit, so it is chosen before the body is read.
     const auto& engine = worker_.runtime().engine;
     auto match = engine->policies().match(req.method_string(), path_of(req.target()));
@@ -224,6 +230,22 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       return;
     }
     read_body();
+  }
+
+  /// A target in absolute-form (RFC 9112 section 3.2.2) becomes origin-form, its authority
+  /// the Host: routes, fingerprints and the upstream then see one request whichever form
+  /// the client used (a route could otherwise be sidestepped by naming it as a URI).
+  bool normalize_target() {
+    auto& req = parser_->get();
+    const std::string_view target = req.target();
+    if (target.starts_with('/') || (target == "*" && req.method() == http::verb::options)) {
+      return true;
+    }
+    auto origin = origin_form_of(target);
+    if (!origin) return false;
+    req.target(origin->target);
+    req.set(http::field::host, origin->authority);
+    return true;
   }
 
   void read_body() {

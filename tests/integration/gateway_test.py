@@ -840,6 +840,33 @@ class RoutesTest(GatewayCase):
         r = self.post(p, key="not a valid key")
         self.assertOriginal(r, 200)
 
+    def test_absolute_form_target_is_the_same_request_as_origin_form(self):
+        # RFC 9112 section 3.2.2: routes, fingerprints and the upstream see origin-form,
+        # and the target's authority is the Host.
+        k = key()
+        p = path("/off")
+        self.assertOriginal(self.post("http://api.example" + p, key=k), 200)
+        self.assertOriginal(self.post(p, key=k), 200)
+        self.assertEqual(self.count(key=k), 2, "the route applies whichever form names it")
+        k = key()
+        p = path("/elsewhere")
+        first = self.post("HTTP://api.example:8080" + p + "?a=1", key=k)
+        self.assertOriginal(first, 200)
+        self.assertReplayOf(self.post(p + "?a=1", key=k), first)
+        seen = UPSTREAM.requests(k)
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]["path"], p + "?a=1")
+        hosts = [v for n, v in seen[0]["headers"] if n.lower() == "host"]
+        self.assertEqual(hosts, ["api.example:8080"])
+        r = self.post("http://api.example", key=key())
+        self.assertOriginal(r, 200)
+        self.assertEqual(r.json()["path"], "/")
+
+    def test_target_that_is_not_a_path_or_http_uri_is_400(self):
+        for target in ("ftp://api.example/x", "http://user@api.example/x", "http:///x",
+                       "payments", "api.example:443"):
+            self.assertProblem(self.post(target, key=key()), 400, "bad-request")
+
     def test_route_overrides_ttl(self):
         k1, k2 = key(), key()
         p1, p2 = path("/short"), path("/elsewhere")
