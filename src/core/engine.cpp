@@ -176,7 +176,7 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
     return problem(Outcome::store_error, policy, ProblemType::store_unavailable,
                    "The idempotency store gave an incomplete answer.");
   }
-  const Record& record = *outcome.existing;
+  Record& record = *outcome.existing;  // ours: the replay takes its body rather than a copy
   if (record.fingerprint != pending.claim.fingerprint) {
     impl_->publish(EventKind::mismatch, id, pending.route, "key reused with another request");
     return problem(Outcome::mismatch, policy, ProblemType::key_reused,
@@ -188,7 +188,7 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
       return problem(Outcome::duplicate, policy, ProblemType::duplicate_request,
                      "A request with this " + policy.header + " was already processed.");
     }
-    const StoredResponse& stored = *record.response;
+    StoredResponse& stored = *record.response;
     if (!stored.body_stored) {
       Problem p{ProblemType::response_not_stored,
                 "The original response was too large to store; it was not executed again.",
@@ -201,7 +201,7 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
     replay.headers = detail::replayable_headers(stored.headers, policy.replay_exclude_headers,
                                                 policy.replay_header);
     replay.headers.emplace_back(policy.replay_header, "true");
-    replay.body = stored.body;
+    replay.body = std::move(stored.body);
     return respond(Outcome::replayed, std::move(replay));
   }
   if (record.lease_expired(impl_->options.clock->now())) {
