@@ -27,7 +27,7 @@ namespace {
 // "IDR", 4 version, 5 state, 6 fingerprint length n, 7 fingerprint, t = 7+n token(8), t+8
 // owner length m (4), t+12 owner, c = t+12+m created(8), c+8 lease_expires_at(8), c+16
 // expires_at(8), c+24 has_response, c+25 response. Values, not a table, and substrings
-// only where a caller needs one: every operation runs this, so it allocates nothing.
+// only where a caller needs one: every operation runs this, so it builds no table.
 constexpr std::string_view kPrelude = R"lua(
 local now = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
