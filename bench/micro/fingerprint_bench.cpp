@@ -12,7 +12,7 @@ namespace {
 
 // A payment intent as a typical API receives it: nested objects, an array of line items,
 // numbers with fractions, escapes, members out of order. 1222 bytes; BM_Json1KiBSha256
-// measures its first 1 KiB's worth (kJsonBody1KiB, the same document without two members).
+// measures kJsonBody1KiB, the same document without two members.
 const std::string kJsonBody = R"({
   "amount": 12999,
   "currency": "eur",
@@ -42,11 +42,9 @@ const std::string kJsonBody = R"({
 // give or take a few bytes (the benchmark reports the exact size).
 const std::string kJsonBody1KiB = [] {
   std::string body = kJsonBody;
-  auto cut = [&](std::string_view from, std::string_view to) {
-    auto begin = body.find(from);
-    body.erase(begin, body.find(to, begin) - begin);
-  };
-  cut("  \"statement_descriptor\"", "  \"timestamp\"");
+  // The two members are adjacent, just before "timestamp".
+  const auto begin = body.find("  \"statement_descriptor\"");
+  body.erase(begin, body.find("  \"timestamp\"") - begin);
   return body;
 }();
 
