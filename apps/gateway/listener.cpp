@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/post.hpp>
+#include <utility>
 
 #include "asio_scheduler.hpp"
 #include "event_log.hpp"
@@ -15,16 +16,17 @@ using tcp = asio::ip::tcp;
 SessionBase::SessionBase(Worker& worker) : worker_(worker) { worker_.link(this); }
 SessionBase::~SessionBase() { worker_.unlink(this); }
 
-Worker::Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
-               std::vector<tcp::endpoint> upstream, std::string upstream_host)
+Worker::Worker(unsigned index, std::unique_ptr<asio::io_context> loop,
+               std::shared_ptr<const Runtime> runtime, std::vector<tcp::endpoint> upstream,
+               std::string upstream_host, std::function<void()> close_store)
     : index_(index),
-      // One thread runs this loop; the hint lets Asio skip work it needs only for many.
-      loop_(std::make_unique<asio::io_context>(1)),
+      loop_(std::move(loop)),
       acceptor_(std::make_unique<Acceptor>(loop_->get_executor())),
       accept_retry_(std::make_unique<Timer>(loop_->get_executor())),
       ticker_(std::make_unique<Timer>(loop_->get_executor())),
       runtime_(std::move(runtime)),
-      upstream_host_(std::move(upstream_host)) {
+      upstream_host_(std::move(upstream_host)),
+      close_store_(std::move(close_store)) {
   pool_ = std::make_unique<UpstreamPool>(
       *loop_, std::move(upstream), 1024,
       std::chrono::duration_cast<std::chrono::seconds>(runtime_->timeouts.idle));
@@ -37,6 +39,10 @@ Worker::~Worker() {
   accept_retry_.reset();
   ticker_.reset();
   pool_->clear();
+  // A store on this loop goes before the loop (handlers may still hold it; they go with
+  // the loop, and after finish() the store no longer posts to it).
+  close_store_ = nullptr;
+  runtime_.reset();
   loop_.reset();
   pool_.reset();
 }
@@ -59,6 +65,43 @@ void Worker::run() {
   ThreadLoop registration(*loop_);
   asio::post(*loop_, [this] { accept(); });
   loop_->run();
+  if (sessions_ != nullptr || close_store_) finish();
+}
+
+// stop() came before the drain ended (drain timeout, second signal). Closing every
+// connection lets each request give back its record through the store instead of leaving
+// it in flight until its lease ends; then a store on this loop is closed. Bounded: stop()
+// means now.
+void Worker::finish() {
+  loop_->restart();
+  asio::post(*loop_, [this] {
+    draining_ = true;
+    boost::system::error_code ignored;
+    acceptor_->close(ignored);
+    accept_retry_->cancel();
+    for (SessionBase* s = sessions_; s != nullptr;) {
+      SessionBase* next = s->next_;
+      s->abort();
+      s = next;
+    }
+    pool_->clear();
+    close_store_if_drained();
+  });
+  loop_->run_for(kFinishTime);
+  if (close_store_) {
+    // Out of time with requests still open: they fail against the closed store when the
+    // loop goes, and their records end with their leases.
+    auto close = std::exchange(close_store_, nullptr);
+    close();
+    loop_->restart();
+    loop_->run_for(kFinishTime);
+  }
+}
+
+void Worker::close_store_if_drained() {
+  if (!close_store_ || !draining_ || sessions_ != nullptr) return;
+  auto close = std::exchange(close_store_, nullptr);
+  close();
 }
 
 void Worker::accept() {
@@ -97,6 +140,7 @@ void Worker::start_drain() {
       s = next;
     }
     pool_->clear();
+    close_store_if_drained();
   });
 }
 
@@ -159,6 +203,9 @@ void Worker::unlink(SessionBase* session) noexcept {
   if (session->next_) session->next_->prev_ = session->prev_;
   session->prev_ = session->next_ = nullptr;
   metrics_.connections.add(-1);
+  // The last request of a drain is gone, and with it (its members went first) whatever it
+  // gave back to the store was sent: the store may close once that is answered.
+  close_store_if_drained();
 }
 
 }  // namespace idem::gateway

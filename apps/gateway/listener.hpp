@@ -40,6 +40,9 @@ class SessionBase {
   SessionBase& operator=(const SessionBase&) = delete;
   /// The worker started draining: close now if idle, else after the current response.
   virtual void on_drain() = 0;
+  /// The worker is stopping before the drain ended: close both sides now, so that the
+  /// request gives back what it holds (its record) through the usual paths.
+  virtual void abort() = 0;
   /// Called every tick (Worker::kTick) with the worker's clock: time out what is overdue,
   /// renew leases. Keeps per-request timers off the hot path.
   virtual void on_tick(SteadyTime now) = 0;
@@ -63,8 +66,12 @@ class Worker {
   /// per-worker ticker checks, so a request arms and cancels no timer.
   static constexpr std::chrono::milliseconds kTick{100};
 
-  Worker(unsigned index, std::shared_ptr<const Runtime> runtime,
-         std::vector<boost::asio::ip::tcp::endpoint> upstream, std::string upstream_host);
+  /// `close_store` is set when a store runs on `loop` (see LoopStore): the worker closes it
+  /// once drained, so that the loop runs out of work and run() returns.
+  Worker(unsigned index, std::unique_ptr<boost::asio::io_context> loop,
+         std::shared_ptr<const Runtime> runtime,
+         std::vector<boost::asio::ip::tcp::endpoint> upstream, std::string upstream_host,
+         std::function<void()> close_store = {});
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -74,7 +81,9 @@ class Worker {
   boost::asio::ip::tcp::endpoint local_endpoint() const;
 
   /// The thread's body: runs the loop until it has no work left (after a drain) or stop().
+  /// After stop() it still runs it for up to kFinishTime, to end what stop() cut short.
   void run();
+  static constexpr std::chrono::seconds kFinishTime{1};
 
   // Thread-safe.
   void start_drain();
@@ -99,6 +108,8 @@ class Worker {
   friend class SessionBase;
   void accept();
   void tick();
+  void finish();
+  void close_store_if_drained();
   void link(SessionBase* session) noexcept;
   void unlink(SessionBase* session) noexcept;
 
@@ -123,6 +134,7 @@ class Worker {
   std::vector<std::unique_ptr<char[]>> pieces_;
   SessionBase* sessions_ = nullptr;
   bool draining_ = false;
+  std::function<void()> close_store_;
   std::chrono::steady_clock::time_point last_accept_error_log_{};
 };
 

@@ -171,8 +171,8 @@ std::string render_metrics(const MetricsContext& c) {
           "Malformed requests, oversized headers and client timeouts.",
           &WorkerMetrics::bad_requests);
 
-  if (c.store) {
-    StoreStats stats = c.store->stats();
+  {
+    const StoreStats& stats = c.store;
     gauge_line(out, "idem_stored_records", "Records in the store.", "gauge",
                static_cast<double>(stats.records));
     gauge_line(out, "idem_stored_bytes", "Bytes held by the store's records.", "gauge",

@@ -86,7 +86,7 @@ struct alignas(64) WorkerMetrics {
 /// What /metrics shows besides the workers' counters.
 struct MetricsContext {
   std::span<const WorkerMetrics* const> workers;
-  const Store* store;
+  StoreStats store;
   std::uint64_t events_suppressed;
   double uptime_seconds;
   unsigned threads;

@@ -81,6 +81,9 @@ struct Server::Impl {
   std::shared_ptr<AsioScheduler> scheduler = std::make_shared<AsioScheduler>(main_loop);
   std::shared_ptr<RateLimitedSink> events;
   std::vector<std::unique_ptr<Worker>> workers;
+  /// The store each worker's engine uses: `store`, or one on the worker's loop. Declared
+  /// after `workers`, so destroyed before them: a store on a loop must go before its loop.
+  std::vector<std::shared_ptr<Store>> worker_stores;
   std::vector<std::thread> threads;
   std::shared_ptr<Engine> admin_engine;
   std::unique_ptr<AdminServer> admin;
@@ -92,13 +95,13 @@ struct Server::Impl {
   std::atomic<bool> draining{false};
   std::size_t finished = 0;
 
-  /// One engine per worker plus one for the admin API, all on the same store.
-  std::vector<std::shared_ptr<Engine>> make_engines(const PolicySet& policies, std::size_t count) {
+  /// One engine per worker (on worker_stores) plus one for the admin API (on `store`).
+  std::vector<std::shared_ptr<Engine>> make_engines(const PolicySet& policies) {
     std::vector<std::shared_ptr<Engine>> engines;
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = 0; i <= worker_stores.size(); ++i) {
       EngineOptions options;
       options.policies = policies;
-      options.store = store;
+      options.store = i < worker_stores.size() ? worker_stores[i] : store;
       options.secret = secret;
       options.events = events;
       options.scheduler = scheduler;
@@ -117,12 +120,24 @@ struct Server::Impl {
     for (const auto& w : workers) views.push_back(&w->metrics_view());
     MetricsContext context{
         views,
-        store.get(),
+        store_stats(),
         events->suppressed(),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
         static_cast<unsigned>(workers.size()),
         draining.load()};
     return render_metrics(context);
+  }
+
+  /// Every store of this process once: the workers' own stores count their own records.
+  StoreStats store_stats() const {
+    StoreStats total = store->stats();
+    for (const auto& s : worker_stores) {
+      if (s == store) continue;
+      StoreStats one = s->stats();
+      total.records += one.records;
+      total.bytes += one.bytes;
+    }
+    return total;
   }
 
   void on_signal(const boost::system::error_code& ec, int signum) {
@@ -191,7 +206,7 @@ struct Server::Impl {
       if (next.store != config.store) warn_fixed("store");
       if (next.threads != config.threads) warn_fixed("threads");
       if (!next.secret.empty() && next.secret != secret) warn_fixed("secret");
-      auto engines = make_engines(next.policies, workers.size() + 1);
+      auto engines = make_engines(next.policies);
       for (std::size_t i = 0; i < workers.size(); ++i) {
         workers[i]->set_runtime(
             std::make_shared<const Runtime>(Runtime{engines[i], next.timeouts}));
@@ -233,12 +248,22 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   s.admin_endpoint = resolve_listen(s.config.admin, "admin");
   s.events = std::make_shared<RateLimitedSink>(std::make_shared<JsonEventSink>(),
                                                std::make_shared<SystemClock>());
-  auto engines = s.make_engines(s.config.policies, s.config.threads + 1);
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<std::function<void()>> closers;
+  for (unsigned i = 0; i < s.config.threads; ++i) {
+    // One thread runs each loop; the hint lets Asio skip work it needs only for many.
+    loops.push_back(std::make_unique<asio::io_context>(1));
+    LoopStore own = handle.for_loop ? handle.for_loop(*loops.back()) : LoopStore{};
+    s.worker_stores.push_back(own.store ? own.store : s.store);
+    closers.push_back(std::move(own.close));
+  }
+  auto engines = s.make_engines(s.config.policies);
   std::string upstream_host = s.config.upstream.text();
   for (unsigned i = 0; i < s.config.threads; ++i) {
     s.workers.push_back(std::make_unique<Worker>(
-        i, std::make_shared<const Runtime>(Runtime{engines[i], s.config.timeouts}), s.upstream,
-        upstream_host));
+        i, std::move(loops[i]),
+        std::make_shared<const Runtime>(Runtime{engines[i], s.config.timeouts}), s.upstream,
+        upstream_host, std::move(closers[i])));
   }
   s.admin_engine = engines.back();
 }
@@ -320,6 +345,7 @@ int Server::run() {
   // release their records on the way.
   std::int64_t cut = 0;
   for (auto& w : s.workers) cut += w->metrics_view().in_flight.get();
+  s.worker_stores.clear();
   s.workers.clear();
   log::info("idem-gateway stopped", LogFields().add("cut_short", cut));
   log::shutdown();

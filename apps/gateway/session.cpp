@@ -101,6 +101,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
   }
 
+  void abort() override {
+    error_code ignored;
+    stream_.close(ignored);
+    if (up_) up_->socket.close(ignored);
+  }
+
   void on_tick(SteadyTime now) override {
     error_code ignored;
     if (now >= client_deadline_) {

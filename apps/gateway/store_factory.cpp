@@ -10,7 +10,7 @@
 #include "idem/lmdb_store.hpp"
 #endif
 #ifdef IDEM_GATEWAY_HAVE_REDIS
-#include "idem/redis_store.hpp"
+#include "idem/redis_store_asio.hpp"
 #endif
 
 namespace idem::gateway {
@@ -31,7 +31,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
     MemoryStoreOptions options;
     options.max_records = limits.memory_max_records;
     options.max_bytes = limits.memory_max_bytes;
-    return StoreHandle{make_memory_store(options), nullptr};
+    return StoreHandle{make_memory_store(options), nullptr, nullptr};
   }
 
   if (spec.starts_with("lmdb:")) {
@@ -44,7 +44,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
     options.durability = limits.durability_power ? Durability::power : Durability::process;
     try {
       auto store = make_lmdb_store(options);
-      return StoreHandle{store, [path] {
+      return StoreHandle{store, nullptr, [path] {
                            try {
                              return load_or_create_secret(path);
                            } catch (const LmdbStoreError& e) {
@@ -68,8 +68,14 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
     std::shared_ptr<RedisStore> store = *made;
     std::string where(origin);
     auto wait = options->connect_timeout + options->command_timeout + std::chrono::seconds(1);
+    auto for_loop = [options = *options](boost::asio::io_context& loop) {
+      auto made = make_redis_store(options, loop.get_executor());
+      if (!made) throw std::runtime_error(made.error().message);  // checked above already
+      std::shared_ptr<RedisStore> store = *made;
+      return LoopStore{store, [store] { store->close([] {}); }};
+    };
     return StoreHandle{
-        store, [store, where, wait] {
+        store, std::move(for_loop), [store, where, wait] {
           // Start-up only: block until Redis names the shared secret.
           auto promise = std::make_shared<std::promise<Result<std::string>>>();
           auto future = promise->get_future();

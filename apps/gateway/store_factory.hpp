@@ -1,5 +1,6 @@
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,9 +11,21 @@
 
 namespace idem::gateway {
 
+/// A store whose client runs on one worker's event loop.
+struct LoopStore {
+  std::shared_ptr<Store> store;
+  /// Stops it once what it was asked is answered, so that the loop can run out of work.
+  /// Called on the loop's thread, after which operations fail at once.
+  std::function<void()> close;
+};
+
 /// A store built from a `--store` spec.
 struct StoreHandle {
   std::shared_ptr<Store> store;
+  /// Set when each worker is better served by a store of its own on its own loop (Redis:
+  /// an operation then costs no hop to another thread and back). `store` still serves
+  /// start-up, the admin API and readiness.
+  std::function<LoopStore(boost::asio::io_context& loop)> for_loop;
   /// The record-naming secret kept with the store (LMDB: a file in its directory; Redis:
   /// a key), so that every gateway sharing the store names records alike. Null for the
   /// memory store, whose records die with the process: a fresh secret loses nothing.

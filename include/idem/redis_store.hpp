@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -47,7 +48,8 @@ Result<RedisStoreOptions> parse_redis_url(std::string_view url, RedisStoreOption
 
 /// The Redis store: many gateway instances share one Redis and see one truth. Every
 /// operation is one atomic Lua script (one round trip), pipelined over a small pool of
-/// connections on the store's own I/O thread, where all callbacks run. While Redis is
+/// connections on the store's own I/O thread (or an executor of the caller's, see
+/// redis_store_asio.hpp), where all callbacks run. While Redis is
 /// unreachable, operations fail at once with Errc::store_unavailable, and a command that is
 /// not answered within command_timeout fails with Errc::timeout; the store reconnects by
 /// itself with capped exponential backoff. Thread-safe.
@@ -56,6 +58,14 @@ class RedisStore : public Store {
   /// The HMAC secret for record names, shared by every instance: SET NX of 32 fresh random
   /// bytes, then GET, so the first instance's secret wins and the others read it.
   virtual void load_or_create_secret(Callback<std::string> done) = 0;
+
+  /// Stops taking operations: from now on every call fails at once with
+  /// Errc::store_unavailable (and watch() returns a watch that is never called). The
+  /// operations called before are answered first (or time out after command_timeout); then
+  /// the connections close and `done` runs on the store's executor. On an external
+  /// executor this leaves its io_context with nothing pending, so that a loop that should
+  /// end when it runs out of work does end. Idempotent; later calls never call `done`.
+  virtual void close(std::function<void()> done) = 0;
 };
 
 /// Fails only on invalid options (Errc::invalid_argument); an unreachable Redis is not an

@@ -12,8 +12,10 @@ namespace idem {
 
 /// Like make_redis_store(options), but every handler and callback runs on `executor`
 /// (through a strand of it) instead of a thread of the store's own. The executor must stay
-/// usable until the store is destroyed and its handlers have run; the factory never
-/// blocks (wait_for_connection is ignored), and destroying the store does not wait.
+/// usable until the store is destroyed and its handlers have run, or until close() has
+/// called back. The factory never blocks (wait_for_connection is ignored): operations
+/// called before the first connection attempt ends wait for it. Destroying the store does
+/// not wait.
 Result<std::shared_ptr<RedisStore>> make_redis_store(RedisStoreOptions options,
                                                      boost::asio::any_io_executor executor);
 

@@ -223,24 +223,87 @@ TEST_F(RedisStoreTest, RunsOnTheCallersExecutor) {
   auto store = make_redis_store(options, io.get_executor());
   ASSERT_TRUE(store.has_value());
   std::thread::id ran_on;
-  // Not connected yet, perhaps (the factory does not wait here): retry briefly.
-  std::optional<Result<ClaimOutcome>> out;
-  for (int i = 0; i < 100; ++i) {
-    out = await<ClaimOutcome>([&](auto cb) {
-      (*store)->claim(request("k"), [&, cb](Result<ClaimOutcome> r) {
-        ran_on = std::this_thread::get_id();
-        cb(std::move(r));
-      });
+  // Called at once: the factory does not wait for the connection, the claim does.
+  auto out = await<ClaimOutcome>([&](auto cb) {
+    (*store)->claim(request("k"), [&, cb](Result<ClaimOutcome> r) {
+      ran_on = std::this_thread::get_id();
+      cb(std::move(r));
     });
-    if (out && out->has_value()) break;
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_TRUE(out && out->has_value());
+  });
+  ASSERT_TRUE(out && out->has_value()) << (out ? out->error().message : "no answer");
   EXPECT_TRUE((*out)->acquired);
   EXPECT_EQ(ran_on, loop.get_id());
   store->reset();
   work.reset();
   loop.join();  // returns: the store left no work behind
+}
+
+TEST_F(RedisStoreTest, OnAnExecutorOperationsBeforeTheFirstConnectionWaitForIt) {
+  boost::asio::io_context io;
+  auto store =
+      make_redis_store(redis_options(shared_redis().port(), prefix_, clock_), io.get_executor());
+  ASSERT_TRUE(store.has_value());
+  constexpr int kClaims = 20;
+  int acquired = 0;
+  for (int i = 0; i < kClaims; ++i) {
+    (*store)->claim(request("early-" + std::to_string(i)), [&](Result<ClaimOutcome> r) {
+      if (r && r->acquired) ++acquired;
+    });
+  }
+  (*store)->close([] {});
+  io.run_for(5s);
+  EXPECT_EQ(acquired, kClaims) << "sent before the connection was up, answered after";
+}
+
+TEST_F(RedisStoreTest, OnAnExecutorAnUnreachableRedisFailsTheWaitingOperations) {
+  boost::asio::io_context io;
+  auto store = make_redis_store(redis_options(free_port(), prefix_), io.get_executor());
+  ASSERT_TRUE(store.has_value());
+  std::optional<Result<ClaimOutcome>> out;
+  (*store)->claim(request("nobody home"), [&](Result<ClaimOutcome> got) { out = std::move(got); });
+  const auto start = std::chrono::steady_clock::now();
+  while (!out && std::chrono::steady_clock::now() - start < 5s) io.run_one_for(100ms);
+  ASSERT_TRUE(out.has_value()) << "no answer: the operation waits past the first attempt";
+  ASSERT_FALSE(out->has_value());
+  EXPECT_EQ(out->error().code, Errc::store_unavailable);
+  store->reset();
+}
+
+TEST_F(RedisStoreTest, CloseAnswersWhatWasSentThenLeavesTheLoopWithoutWork) {
+  boost::asio::io_context io;  // no work guard: run() returns once nothing is pending
+  auto store =
+      make_redis_store(redis_options(shared_redis().port(), prefix_, clock_), io.get_executor());
+  ASSERT_TRUE(store.has_value());
+  constexpr int kClaims = 50;
+  int answered = 0;
+  int acquired = 0;
+  for (int i = 0; i < kClaims; ++i) {
+    (*store)->claim(request("close-" + std::to_string(i)), [&](Result<ClaimOutcome> r) {
+      ++answered;
+      if (r && r->acquired) ++acquired;
+    });
+  }
+  bool closed = false;
+  (*store)->close([&] { closed = true; });
+  // After close() nothing reaches Redis: the call fails before it returns.
+  std::optional<Result<ClaimOutcome>> late;
+  (*store)->claim(request("after-close"), [&](Result<ClaimOutcome> r) { late = std::move(r); });
+  ASSERT_TRUE(late.has_value());
+  ASSERT_FALSE(late->has_value());
+  EXPECT_EQ(late->error().code, Errc::store_unavailable);
+
+  const auto start = std::chrono::steady_clock::now();
+  io.run_for(10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "the loop kept work after close()";
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(answered, kClaims);
+  EXPECT_EQ(acquired, kClaims) << "claims sent before close() are answered, not failed";
+  // The records are in Redis, as a second store sees.
+  auto other = redis_store(redis_options(shared_redis().port(), prefix_, clock_));
+  auto seen = await<std::optional<Record>>([&](auto cb) { other->get(request("close-0").id, cb); });
+  ASSERT_TRUE(seen && seen->has_value());
+  EXPECT_TRUE((*seen)->has_value());
+  store->reset();
 }
 
 TEST(RedisUrlTest, ParsesHostPortDatabaseAndCredentials) {

@@ -43,7 +43,13 @@ void Client::start() {
   post([self = shared_from_this(), weak] {
     for (auto& link : self->pool_) {
       link->on_ready([weak](Connection&) {
-        if (auto s = weak.lock()) s->mark_up(true);
+        if (auto s = weak.lock()) {
+          s->mark_up(true);
+          s->settle();
+        }
+      });
+      link->on_down([weak](const Error&) {
+        if (auto s = weak.lock()) s->settle();
       });
       link->start();
     }
@@ -57,8 +63,45 @@ void Client::stop(Error why, std::function<void()> done) {
   post([self = shared_from_this(), why = std::move(why), done = std::move(done)] {
     for (auto& link : self->pool_) link->stop(why);
     self->watches_->stop(why);
+    self->settle();
     done();
   });
+}
+
+void Client::close_when_idle(Error why, std::function<void()> done) {
+  watches_->stop_posting();
+  post([self = shared_from_this(), why = std::move(why), done = std::move(done)]() mutable {
+    self->closing_.emplace(Closing{std::move(why), std::move(done)});
+    self->stop_if_closing();
+  });
+}
+
+// Called after every reply: the common case costs one test.
+void Client::stop_if_closing() {
+  if (!closing_ || !settled_) return;  // what waits for the first connection goes first
+  for (auto& link : pool_) {
+    const Connection* c = link->ready();
+    if (c && c->in_flight() > 0) return;
+  }
+  Closing closing = std::move(*closing_);
+  closing_.reset();
+  for (auto& link : pool_) link->stop(closing.why);
+  watches_->stop(closing.why);
+  settle();
+  closing.done();
+}
+
+// The first attempt ended, either way: what waited runs now (and fails if it failed).
+void Client::settle() {
+  if (settled_) return;
+  settled_ = true;
+  for (auto& op : std::exchange(waiting_, {})) op();
+  stop_if_closing();
+}
+
+void Client::run_or_wait(std::function<void()> op) {
+  if (settled_) return op();
+  waiting_.push_back(std::move(op));
 }
 
 void Client::mark_up(bool pool) {
@@ -101,23 +144,36 @@ void Client::eval(Script s, const RecordId& id, std::string wire, ReplyHandler d
       Connection* conn = self->pick();
       if (!conn) return done(self->down_error());
       conn->send(*shared, [self, s, shared, done](Result<Reply> r) {
-        if (!is_noscript(r)) return done(std::move(r));
+        if (!is_noscript(r)) {
+          done(std::move(r));
+          return self->stop_if_closing();
+        }
         Connection* again = self->pick();
         if (!again) return done(self->down_error());
         again->send(script_load(s), [](Result<Reply>) {});
-        again->send(*shared, done);
+        again->send(*shared, [self, done](Result<Reply> r2) {
+          done(std::move(r2));
+          self->stop_if_closing();
+        });
       });
     };
-    if (!self->watches_->park(id, op)) op();
+    if (!self->watches_->park(id, op)) self->run_or_wait(std::move(op));
   });
 }
 
 void Client::send(std::vector<std::string> wires, ReplyHandler done) {
-  post([self = shared_from_this(), wires = std::move(wires), done = std::move(done)] {
-    Connection* conn = self->pick();
-    if (!conn) return done(self->down_error());
-    for (std::size_t i = 0; i + 1 < wires.size(); ++i) conn->send(wires[i], [](Result<Reply>) {});
-    conn->send(wires.back(), done);
+  post([self = shared_from_this(), wires = std::move(wires), done = std::move(done)]() mutable {
+    self->run_or_wait([self, wires = std::move(wires), done = std::move(done)] {
+      Connection* conn = self->pick();
+      if (!conn) return done(self->down_error());
+      for (std::size_t i = 0; i + 1 < wires.size(); ++i) {
+        conn->send(wires[i], [](Result<Reply>) {});
+      }
+      conn->send(wires.back(), [self, done](Result<Reply> r) {
+        done(std::move(r));
+        self->stop_if_closing();
+      });
+    });
   });
 }
 

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ class Client : public std::enable_shared_from_this<Client> {
   /// Any thread; fails every pending command with `why` and stops reconnecting. `done` is
   /// called on the strand once everything is closed.
   void stop(Error why, std::function<void()> done);
+  /// Any thread; once every command sent before this call is answered (or timed out), stops
+  /// as stop() does. Watches stop posting at once. For a client on an io_context that is
+  /// about to go: the io_context runs out of work once `done` was called.
+  void close_when_idle(Error why, std::function<void()> done);
   /// Waits (blocking, for start-up only) until the pool and the subscriber were both up
   /// once, or `timeout` passed. True when they were.
   bool wait_up(Duration timeout);
@@ -59,11 +64,24 @@ class Client : public std::enable_shared_from_this<Client> {
   Error down_error() const;
   void post(std::function<void()> f);
   void mark_up(bool pool);
+  void stop_if_closing();
+  void run_or_wait(std::function<void()> op);
+  void settle();
 
   Strand strand_;
   ClientOptions options_;
   std::vector<std::shared_ptr<Link>> pool_;
   std::shared_ptr<Watches> watches_;
+  struct Closing {
+    Error why;
+    std::function<void()> done;
+  };
+  std::optional<Closing> closing_;  // strand only
+  // Strand only. Until the pool's first connection attempt ends, operations wait for it
+  // instead of failing: a client on an executor cannot block its creator until connected,
+  // and requests that arrive in that moment should not fail for it.
+  bool settled_ = false;
+  std::vector<std::function<void()>> waiting_;
 
   std::mutex up_mutex_;
   std::condition_variable up_cv_;

@@ -147,6 +147,7 @@ class RedisStoreImpl final : public RedisStore {
   void get(const RecordId& id, Callback<std::optional<Record>> done) override;
   void erase(const RecordId& id, Callback<bool> done) override;
   std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {
+    if (closed_.load(std::memory_order_acquire)) return std::make_unique<Watch>();
     return client_->watch(id, std::move(changed));
   }
   void ping(Callback<bool> done) override;
@@ -156,8 +157,21 @@ class RedisStoreImpl final : public RedisStore {
   }
   std::string_view kind() const noexcept override { return "redis"; }
   void load_or_create_secret(Callback<std::string> done) override;
+  void close(std::function<void()> done) override {
+    if (closed_.exchange(true)) return;
+    client_->close_when_idle(closed_error(), std::move(done));
+  }
 
  private:
+  static Error closed_error() { return Error{Errc::store_unavailable, "redis store closed"}; }
+  /// After close(): fails `done` at once, without touching the client.
+  template <class T>
+  bool refused(Callback<T>& done) {
+    if (!closed_.load(std::memory_order_acquire)) return false;
+    done(closed_error());
+    return true;
+  }
+
   std::string key_of(const RecordId& id) const { return record_key(options_.key_prefix, id); }
   std::string channel_of(const RecordId& id) const {
     return channel_name(options_.key_prefix, options_.db, id);
@@ -172,6 +186,7 @@ class RedisStoreImpl final : public RedisStore {
   std::unique_ptr<Runtime> runtime_;
   std::shared_ptr<Client> client_;
   std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
+  std::atomic<bool> closed_{false};
 };
 
 // Pending callbacks fail with store_unavailable, then the thread stops. When the last
@@ -183,7 +198,8 @@ RedisStoreImpl::~RedisStoreImpl() {
   Runtime* rt = runtime_.get();
   auto client = std::move(client_);
   if (!rt) {
-    client->stop(Error{Errc::store_unavailable, "redis store shut down"}, [] {});
+    // After close() the client stops by itself, and its executor may be gone already.
+    if (!closed_) client->stop(Error{Errc::store_unavailable, "redis store shut down"}, [] {});
     return;
   }
   if (rt->thread.get_id() == std::this_thread::get_id()) {
@@ -220,6 +236,7 @@ Command RedisStoreImpl::evalsha(Script s, std::initializer_list<std::string_view
 }
 
 void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
+  if (refused(done)) return;
   const TimePoint now = clock_->now();
   Record fresh;
   fresh.state = RecordState::in_flight;
@@ -291,6 +308,7 @@ void RedisStoreImpl::token_check(Script s, const RecordId& id, Command cmd,
 
 void RedisStoreImpl::complete(const RecordId& id, std::uint64_t token, StoredResponse response,
                               Duration ttl, Callback<TokenCheck> done) {
+  if (refused(done)) return;
   const TimePoint now = clock_->now();
   const std::string encoded = encode_response_record(std::move(response));
   // Checked, not assumed: a codec whose layout moved must not have its bytes spliced.
@@ -307,6 +325,7 @@ void RedisStoreImpl::complete(const RecordId& id, std::uint64_t token, StoredRes
 }
 
 void RedisStoreImpl::release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) {
+  if (refused(done)) return;
   Command cmd = evalsha(Script::release, {key_of(id)}, 2, clock_->now());
   cmd.arg(token_bytes(token));
   cmd.arg(channel_of(id));
@@ -315,6 +334,7 @@ void RedisStoreImpl::release(const RecordId& id, std::uint64_t token, Callback<T
 
 void RedisStoreImpl::renew(const RecordId& id, std::uint64_t token, Duration lease,
                            Callback<TokenCheck> done) {
+  if (refused(done)) return;
   Command cmd = evalsha(Script::renew, {key_of(id)}, 2, clock_->now());
   cmd.arg(token_bytes(token));
   cmd.arg(static_cast<std::int64_t>(lease.count()));
@@ -322,6 +342,7 @@ void RedisStoreImpl::renew(const RecordId& id, std::uint64_t token, Duration lea
 }
 
 void RedisStoreImpl::get(const RecordId& id, Callback<std::optional<Record>> done) {
+  if (refused(done)) return;
   Command cmd = evalsha(Script::get, {key_of(id)}, 0, clock_->now());
   client_->eval(Script::get, id, std::move(cmd).take(), [done = std::move(done)](Result<Reply> r) {
     if (!r) return done(r.error());
@@ -336,6 +357,7 @@ void RedisStoreImpl::get(const RecordId& id, Callback<std::optional<Record>> don
 }
 
 void RedisStoreImpl::erase(const RecordId& id, Callback<bool> done) {
+  if (refused(done)) return;
   Command cmd = evalsha(Script::erase, {key_of(id)}, 1, clock_->now());
   cmd.arg(channel_of(id));
   client_->eval(Script::erase, id, std::move(cmd).take(),
@@ -350,12 +372,14 @@ void RedisStoreImpl::erase(const RecordId& id, Callback<bool> done) {
 }
 
 void RedisStoreImpl::ping(Callback<bool> done) {
+  if (refused(done)) return;
   client_->send({Command{"PING"}.take()}, [done = std::move(done)](Result<Reply> r) {
     done(r && (*r)->type == REDIS_REPLY_STATUS && as_string(**r) == "PONG");
   });
 }
 
 void RedisStoreImpl::load_or_create_secret(Callback<std::string> done) {
+  if (refused(done)) return;
   const std::string key = options_.key_prefix + "secret";
   // One connection, in order: the GET sees our SET or the one that won before it.
   client_->send({Command{"SET", key, RecordNamer::generate_secret(), "NX"}.take(),

@@ -73,12 +73,14 @@ void Watches::start(std::function<void()> up) {
   link_->start();
 }
 
+void Watches::stop_posting() {
+  std::lock_guard lock(registry_->mutex);
+  registry_->stopped = true;
+  registry_->changed = nullptr;
+}
+
 void Watches::stop(const Error& why) {
-  {
-    std::lock_guard lock(registry_->mutex);
-    registry_->stopped = true;
-    registry_->changed = nullptr;
-  }
+  stop_posting();
   timer_.cancel();
   link_->stop(why);
   release_all();

@@ -50,6 +50,9 @@ class Watches : public std::enable_shared_from_this<Watches> {
   void start(std::function<void()> up);
   /// No watcher is called after this returns; later unwatches touch nothing.
   void stop(const Error& why);
+  /// Any thread: from now on watch() and unwatches post nothing to the strand, so the
+  /// io_context may go before stop() has run on it.
+  void stop_posting();
   /// On the strand: whether the subscriber connection is up.
   bool ready() const noexcept { return link_->ready() != nullptr; }
 
