@@ -46,9 +46,8 @@ std::size_t response_bytes(const StoredResponse& r) {
   return n;
 }
 
-std::size_t record_bytes(const RecordId& id, const Record& r) {
-  return id.size() + r.fingerprint.size() + r.lease_owner.size() +
-         (r.response ? response_bytes(*r.response) : 0);
+std::size_t entry_bytes(const RecordId& id, const Entry& e) {
+  return id.size() + e.fingerprint.size() + e.lease_owner.size();
 }
 
 class MemoryStore;
@@ -146,7 +145,7 @@ void MemoryStore::sweep(Shard& s, TimePoint now, std::size_t budget) {
 
 MemoryStore::Iter MemoryStore::find_live(Shard& s, const RecordId& id, TimePoint now) {
   auto it = s.records.find(id);
-  if (it != s.records.end() && it->second.record.expires_at <= now) {
+  if (it != s.records.end() && it->second.expires_at <= now) {
     remove(s, it);  // expired but not swept yet: gone all the same
     return s.records.end();
   }
@@ -166,8 +165,8 @@ Entry& MemoryStore::insert(Shard& s, const RecordId& id) {
 
 // After expires_at changed to now + lifetime: the old item goes stale.
 void MemoryStore::requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime) {
-  if (e.record.expires_at != e.queued_at) {
-    e.queued_at = e.record.expires_at;
+  if (e.expires_at != e.queued_at) {
+    e.queued_at = e.expires_at;
     s.expiry.push(lifetime, e.queued_at, e.generation, id);
   }
 }
@@ -226,21 +225,20 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     ClaimOutcome out;
     if (auto it = find_live(s, req.id, now); it != s.records.end()) {
       Entry& e = it->second;
-      Record& rec = e.record;
       // A different fingerprint is a client reusing the key: never hand it the record,
       // report it so the caller answers key-reused.
-      if (req.take_over_expired && rec.lease_expired(now) && rec.fingerprint == req.fingerprint) {
-        rec.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
-        rec.lease_owner = std::move(req.owner);
-        rec.lease_expires_at = now + req.lease;
-        rec.expires_at = now + std::max(req.ttl, req.lease);
+      if (req.take_over_expired && e.lease_expired(now) && e.fingerprint == req.fingerprint) {
+        e.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
+        e.lease_owner = std::move(req.owner);
+        e.lease_expires_at = now + req.lease;
+        e.expires_at = now + std::max(req.ttl, req.lease);
         requeue(s, e, req.id, std::max(req.ttl, req.lease));
-        resize(e, record_bytes(req.id, rec));
+        resize(e, entry_bytes(req.id, e));
         out.acquired = true;
         out.took_over = true;
-        out.fencing_token = rec.fencing_token;
+        out.fencing_token = e.fencing_token;
       } else {
-        out.existing = rec;
+        e.copy_to(out.existing.emplace());
       }
       lock.unlock();
       done(std::move(out));
@@ -261,19 +259,18 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     Entry& e = insert(s, req.id);
     e.generation = s.next_generation++;
     e.bytes = need;
-    Record& rec = e.record;
-    rec.state = RecordState::in_flight;
-    rec.fingerprint = req.fingerprint;
-    rec.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
-    rec.lease_owner = std::move(req.owner);
-    rec.created_at = now;
-    rec.lease_expires_at = now + req.lease;
+    e.state = RecordState::in_flight;
+    e.fingerprint = req.fingerprint;
+    e.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
+    e.lease_owner = std::move(req.owner);
+    e.created_at = now;
+    e.lease_expires_at = now + req.lease;
     // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
-    rec.expires_at = now + std::max(req.ttl, req.lease);
-    e.queued_at = rec.expires_at;
+    e.expires_at = now + std::max(req.ttl, req.lease);
+    e.queued_at = e.expires_at;
     s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id);
     out.acquired = true;
-    out.fencing_token = rec.fencing_token;
+    out.fencing_token = e.fencing_token;
     lock.unlock();
     done(std::move(out));
     return;
@@ -287,20 +284,20 @@ void MemoryStore::complete(const RecordId& id, std::uint64_t token, StoredRespon
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
   auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.record.state != RecordState::in_flight ||
-      it->second.record.fencing_token != token) {
+  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
+      it->second.fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
   }
   Entry& e = it->second;
-  e.record.state = RecordState::completed;
-  e.record.response = std::move(response);
-  e.record.expires_at = now + ttl;
+  e.state = RecordState::completed;
+  e.response = detail::PackedResponse(response);
+  e.expires_at = now + ttl;
   requeue(s, e, id, ttl);
   // May pass max_bytes: refusing a completion would re-execute the request on retry,
   // which is worse than a store briefly over its soft byte limit.
-  resize(e, record_bytes(id, e.record));
+  resize(e, entry_bytes(id, e) + response_bytes(response));
   Watchers watchers = watchers_of(s, id);
   lock.unlock();
   notify(watchers);
@@ -313,8 +310,8 @@ void MemoryStore::release(const RecordId& id, std::uint64_t token, Callback<Toke
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
   auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.record.state != RecordState::in_flight ||
-      it->second.record.fencing_token != token) {
+  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
+      it->second.fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
@@ -333,16 +330,16 @@ void MemoryStore::renew(const RecordId& id, std::uint64_t token, Duration lease,
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
   auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.record.state != RecordState::in_flight ||
-      it->second.record.fencing_token != token) {
+  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
+      it->second.fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
   }
   Entry& e = it->second;
-  e.record.lease_expires_at = now + lease;
-  if (e.record.lease_expires_at > e.record.expires_at) {
-    e.record.expires_at = e.record.lease_expires_at;
+  e.lease_expires_at = now + lease;
+  if (e.lease_expires_at > e.expires_at) {
+    e.expires_at = e.lease_expires_at;
     requeue(s, e, id, lease);
   }
   lock.unlock();
@@ -355,7 +352,7 @@ void MemoryStore::get(const RecordId& id, Callback<std::optional<Record>> done) 
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
   std::optional<Record> out;
-  if (auto it = find_live(s, id, now); it != s.records.end()) out = it->second.record;
+  if (auto it = find_live(s, id, now); it != s.records.end()) it->second.copy_to(out.emplace());
   lock.unlock();
   done(std::move(out));
 }
