@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -1712,6 +1713,131 @@ class FlagsOverrideConfigTest(GatewayCase):
 def durable_store():
     kind = h.STORE
     return kind not in ("memory",) and not kind.startswith("memory")
+
+
+class SharedRedisTest(unittest.TestCase):
+    """Several gateway processes on one Redis, a Redis that dies under load, and the round
+    trips a request costs. Runs in the redis suite, each test with a redis-server of its own
+    (the gateways run two event loops each, so each has several Redis clients)."""
+
+    def setUp(self):
+        if h.STORE != "redis":
+            self.skipTest("runs in the redis suite")
+        self.redis = h.Redis()
+        self.gateways = []
+
+    def tearDown(self):
+        for gw in self.gateways:
+            gw.stop()
+        self.redis.stop()
+
+    def start(self, settings=None):
+        gw = h.Gateway(UPSTREAM.url, settings, store=self.redis.url, extra_args=["--threads", "2"])
+        self.gateways.append(gw)
+        return gw
+
+    def evalsha_calls(self):
+        stats = self.redis.info("commandstats").get("cmdstat_evalsha", "calls=0")
+        return int(stats.split(",")[0].split("=")[1])
+
+    def test_duplicates_spread_over_three_gateways_execute_once(self):
+        gateways = [self.start({"concurrency": "wait", "wait_timeout": "10s"}) for _ in range(3)]
+        k, p = key(), path()
+        results = h.run_parallel(
+            lambda gw: gw.post(p, {"amount": 7}, [("X-Test-Delay-Ms", "300")], k, timeout=20),
+            [(gateways[i % 3],) for i in range(100)])
+        errors = [r for r in results if isinstance(r, Exception)]
+        self.assertEqual(errors, [])
+        self.assertEqual(UPSTREAM.count(key=k), 1, "one execution across three gateways")
+        self.assertEqual([r.status for r in results], [200] * 100)
+        originals = [i for i, r in enumerate(results) if r.header("Idempotent-Replayed") is None]
+        self.assertEqual(len(originals), 1)
+        first = results[originals[0]]
+        for i, r in enumerate(results):
+            if i != originals[0]:
+                self.assertEqual(r.header("Idempotent-Replayed"), "true")
+                self.assertEqual(r.body, first.body)
+        # Among them the waiters on the two gateways that did not run it: woken by Redis.
+        elsewhere = [r for i, r in enumerate(results) if i % 3 != originals[0] % 3]
+        self.assertGreaterEqual(len(elsewhere), 66)
+        for r in elsewhere:
+            self.assertEqual(r.header("Idempotent-Replayed"), "true")
+
+    def test_redis_killed_and_restarted_under_load(self):
+        gw = self.start()
+        stop = threading.Event()
+        lock = threading.Lock()
+        answers = []  # (key, status, time answered)
+
+        def load():
+            while not stop.is_set():
+                k = key()
+                try:
+                    r = gw.post(path(), {"amount": 1}, key=k, timeout=5)
+                    status = r.status
+                except OSError as e:
+                    status = repr(e)
+                with lock:
+                    answers.append((k, status, time.monotonic()))
+                stop.wait(0.01)
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            self.redis.kill()
+            killed = time.monotonic()
+            time.sleep(1.0)
+            ready = gw.admin("GET", "/readyz")
+            self.assertEqual(ready.status, 503, "/readyz reports the store down")
+            self.redis.start()
+            back = time.monotonic()
+            deadline = back + 5
+            while time.monotonic() < deadline:
+                with lock:
+                    if any(status == 200 and at > back for _, status, at in answers):
+                        break
+                time.sleep(0.02)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        self.assertIsNone(gw.proc.poll(), "the gateway is still running")
+        statuses = {status for _, status, _ in answers}
+        self.assertLessEqual(statuses, {200, 503}, "only successes and 503s, no resets")
+        self.assertTrue(any(status == 503 for _, status, at in answers if killed < at < back),
+                        "503 while Redis is down")
+        recovered = [at for _, status, at in answers if status == 200 and at > back]
+        self.assertTrue(recovered, "served again after Redis came back")
+        self.assertLess(recovered[0] - back, 2.0, "recovered within 2 s")
+        self.assertEqual(gw.admin("GET", "/readyz").status, 200)
+        for k, status, _ in answers:
+            # Each key was sent once: executed once when answered 200, never when 503.
+            self.assertEqual(UPSTREAM.count(key=k), 1 if status == 200 else 0, (k, status))
+
+    def test_round_trips_per_request(self):
+        gw = self.start()
+        p = path()
+        gw.post(p, {"warm": 1}, key=key())  # connections and scripts are up
+        before = self.evalsha_calls()
+        fresh = 40
+        for _ in range(fresh):
+            self.assertEqual(gw.post(p, {"amount": 1}, key=key()).status, 200)
+        per_fresh = (self.evalsha_calls() - before) / fresh
+        k = key()
+        self.assertEqual(gw.post(p, {"amount": 2}, key=k).status, 200)
+        before = self.evalsha_calls()
+        replays = 40
+        for _ in range(replays):
+            self.assertEqual(gw.post(p, {"amount": 2}, key=k).header("Idempotent-Replayed"),
+                             "true")
+        per_replay = (self.evalsha_calls() - before) / replays
+        self.assertLessEqual(per_fresh, 2.0)
+        self.assertLessEqual(per_replay, 1.0)
+        self.assertGreaterEqual(per_fresh, 2.0, "claim and complete each reach Redis")
+        self.assertGreaterEqual(per_replay, 1.0)
 
 
 class DurabilityTest(unittest.TestCase):

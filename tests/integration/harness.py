@@ -283,6 +283,11 @@ class Redis:
     def __init__(self):
         self.port = free_port()
         self.log = os.path.join(workdir(), "redis-%d.log" % self.port)
+        self.start()
+        self.url = "redis://127.0.0.1:%d" % self.port
+
+    def start(self):
+        """Starts redis-server (again, after kill(): same port, empty)."""
         self.proc = _spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                             "--save", "", "--appendonly", "no"], self.log)
         deadline = time.monotonic() + 10
@@ -294,7 +299,11 @@ class Redis:
                 time.sleep(0.05)
         else:
             raise RuntimeError("redis-server did not start:\n" + _read(self.log))
-        self.url = "redis://127.0.0.1:%d" % self.port
+
+    def kill(self):
+        """SIGKILL: gone at once, mid-command."""
+        self.proc.kill()
+        self.proc.wait(10)
 
     def command(self, *args):
         """One RESP command; the first line of the answer."""
@@ -305,6 +314,26 @@ class Redis:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
             s.sendall(out)
             return s.recv(65536).split(b"\r\n")[0]
+
+    def info(self, section):
+        """INFO `section` as {field: value} (values as strings)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n" % (len(section), section.encode()))
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                header, _, rest = data.partition(b"\r\n")
+                if header.startswith(b"$") and len(rest) >= int(header[1:]) + 2:
+                    break
+        fields = {}
+        for line in rest.decode().splitlines():
+            name, sep, value = line.partition(":")
+            if sep and not name.startswith("#"):
+                fields[name] = value
+        return fields
 
     def flush(self):
         self.command("FLUSHALL")
