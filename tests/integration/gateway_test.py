@@ -1715,6 +1715,79 @@ def durable_store():
     return kind not in ("memory",) and not kind.startswith("memory")
 
 
+class CrashTest(unittest.TestCase):
+    """kill -9 of the gateway at random moments under load of fresh keys, 20 times on one
+    data directory (lmdb suite; durability alternates between process and power)."""
+
+    KILLS = 20
+    LEASE = 1.0  # seconds: a cut-short key's retry takes over after this
+
+    def test_kill_9_under_load(self):
+        if h.STORE != "lmdb":
+            self.skipTest("runs in the lmdb suite")
+        store = h.store_spec()
+        rng = random.Random(os.getpid())
+        lock = threading.Lock()
+        answered = {}  # key -> (path, response): the answer reached the client
+        cut = {}  # key -> path: sent, no answer before the kill
+        for round_ in range(self.KILLS):
+            durability = "power" if round_ % 2 else "process"
+            gw = h.Gateway(UPSTREAM.url, {"durability": durability, "lease": "1s"}, store=store)
+            stop = threading.Event()
+
+            def load():
+                while not stop.is_set():
+                    k, p = key(), path("/crash")
+                    try:
+                        r = gw.post(p, {"amount": 1}, key=k, timeout=5)
+                    except OSError:
+                        with lock:
+                            cut[k] = p
+                        continue
+                    with lock:
+                        if r.status == 200:
+                            answered[k] = (p, r)
+                        else:
+                            cut[k] = p
+
+            threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(rng.uniform(0.05, 0.4))
+            stop.set()  # no new requests: the ones under way now are cut by the kill
+            gw.proc.kill()
+            gw.proc.wait(10)
+            for t in threads:
+                t.join(10)
+
+        self.assertGreater(len(answered), 100, "the load ran")
+        time.sleep(self.LEASE + 0.2)  # leases of cut-short requests have ended
+        gw = h.Gateway(UPSTREAM.url, {"lease": "1s"}, store=store)
+        try:
+            for k, (p, first) in answered.items():
+                replay = gw.post(p, {"amount": 1}, key=k)
+                self.assertEqual(replay.status, 200, (k, replay))
+                self.assertEqual(replay.header("Idempotent-Replayed"), "true", k)
+                self.assertEqual(replay.body, first.body, "the same body after a kill -9")
+                self.assertEqual(UPSTREAM.count(key=k), 1, "answered, so executed once")
+            # Cut short: the upstream may have run it before the kill. Its retry follows
+            # on_expired_lease = "retry" and runs it (again); counted, not failed.
+            again = 0
+            for k, p in cut.items():
+                before = UPSTREAM.count(key=k)
+                r = gw.post(p, {"amount": 1}, key=k)
+                self.assertEqual(r.status, 200, (k, r))
+                after = UPSTREAM.count(key=k)
+                self.assertLessEqual(after, before + 1)
+                if before >= 1 and after > before:
+                    again += 1
+        finally:
+            gw.stop()
+        sys.stderr.write("\n%d kills: %d answered keys replayed with the same body; %d cut "
+                         "short, %d of them executed again on retry\n" %
+                         (self.KILLS, len(answered), len(cut), again))
+
+
 class SharedRedisTest(unittest.TestCase):
     """Several gateway processes on one Redis, a Redis that dies under load, and the round
     trips a request costs. Runs in the redis suite, each test with a redis-server of its own
