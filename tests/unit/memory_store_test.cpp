@@ -141,6 +141,49 @@ TEST_F(MemoryStoreTest, ManyDistinctLifetimesAreAllSweptInOrder) {
   EXPECT_EQ(store_->stats().records, 0u);
 }
 
+TEST_F(MemoryStoreTest, ARecordCompletedLongAfterItsClaimIsSweptAtItsNewExpiryOnly) {
+  make(1'000'000, std::size_t{1} << 30, 1);
+  const std::uint64_t a = acquire(request("a", "fp", 30s, 30s));
+  acquire(request("b", "fp", 30s, 30s));  // queued behind a: a's claim item is not the last
+  clock_->advance(20s);
+  ASSERT_EQ(*complete("a", a, response(), 60s), TokenCheck::ok);  // now due at 80 s
+  clock_->advance(11s);  // a's claim item and b (never completed) are due
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 1u);
+  EXPECT_TRUE(get("a")->has_value());
+  clock_->advance(48s);
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_TRUE(get("a")->has_value());
+  clock_->advance(1s);
+  EXPECT_FALSE(get("a")->has_value());
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 0u);
+  EXPECT_EQ(store_->stats().bytes, 0u);
+}
+
+TEST_F(MemoryStoreTest, EveryRecordIsSweptHoweverItsExpiryMoved) {
+  make(1'000'000, std::size_t{1} << 30, 1);
+  std::uint64_t token[8];
+  for (int i = 0; i < 8; ++i) {
+    token[i] = acquire(request("k" + std::to_string(i), "fp", 10s, 20s));
+  }
+  ASSERT_EQ(*complete("k0", token[0], response(), 5s), TokenCheck::ok);   // earlier
+  ASSERT_EQ(*complete("k7", token[7], response(), 40s), TokenCheck::ok);  // later, last queued
+  ASSERT_EQ(*complete("k3", token[3], response(), 40s), TokenCheck::ok);  // later, mid-queue
+  ASSERT_EQ(*release("k1", token[1]), TokenCheck::ok);
+  ASSERT_TRUE(*erase("k2"));
+  ASSERT_EQ(*renew("k4", token[4], 30s), TokenCheck::ok);
+  clock_->advance(15s);
+  const std::uint64_t taken = acquire(request("k5", "fp", 10s, 20s));  // lease expired
+  ASSERT_EQ(*complete("k5", taken, response(), 50s), TokenCheck::ok);
+  acquire(request("k1", "fp", 10s, 20s));  // a released id, claimed again
+  // k6 is abandoned in flight. Past every expiry, the sweep alone removes all of them.
+  clock_->advance(66s);
+  for (int i = 0; i < 20; ++i) (void)get("other");
+  EXPECT_EQ(store_->stats().records, 0u);
+  EXPECT_EQ(store_->stats().bytes, 0u);
+}
+
 TEST_F(MemoryStoreTest, ARecycledRecordKeepsNothingOfTheLastOne) {
   make(100, 1 << 20, 1);  // one shard: the next insert reuses the removed record's node
   ClaimRequest first = request("old", "fp-old", 5s, 1h);

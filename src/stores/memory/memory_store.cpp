@@ -1,6 +1,6 @@
 // The in-memory store. Records live in power-of-two shards picked by the id's hash, each
 // under its own mutex, so unrelated keys rarely contend. Every operation is O(1), the
-// expiry queue included (one FIFO per lifetime, see shard.hpp): each operation first pops
+// expiry queue included (one FIFO per lifetime, see expiry_queue.hpp): each operation first pops
 // at most kSweepBudget due items of its shard, which keeps pace with inserts without ever
 // scanning. Expired records are also invisible at once: every lookup checks the time.
 //
@@ -25,12 +25,14 @@ namespace idem {
 namespace {
 
 using detail::Entry;
+using detail::ExpiryQueue;
 using detail::Shard;
 using detail::Watchers;
 using detail::WatchState;
 
-// Due items popped per operation. A request pushes two items (claim, completion) and makes
-// two or more calls, so 4 keeps up with any load.
+// Due items popped per operation. A record has one item in the queue (two at most while
+// the heap holds an old one as a hint) and its request makes two or more calls, so 4
+// keeps up with any load.
 constexpr std::size_t kSweepBudget = 4;
 constexpr std::size_t kSweepAll = std::numeric_limits<std::size_t>::max();
 
@@ -135,10 +137,13 @@ MemoryWatch::~MemoryWatch() {
 void MemoryStore::sweep(Shard& s, TimePoint now, std::size_t budget) {
   for (; budget > 0 && s.expiry.due(now); --budget) {
     const auto item = s.expiry.pop();
+    if (item.generation == ExpiryQueue::kRemoved) continue;
     auto it = s.records.find(item.id);
     if (it == s.records.end()) continue;
     Entry& e = it->second;
-    if (e.generation != item.generation || e.queued_at != item.at) continue;  // stale hint
+    if (e.generation != item.generation || e.queued_at != item.at) continue;  // a heap hint
+    // pop() took its item.
+    e.queued = nullptr;
     remove(s, it);  // a live item is due exactly when its record expires
   }
 }
@@ -155,7 +160,7 @@ MemoryStore::Iter MemoryStore::find_live(Shard& s, const RecordId& id, TimePoint
 void MemoryStore::remove(Shard& s, Iter it) {
   records_.fetch_sub(1, std::memory_order_relaxed);
   bytes_.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-  // Its queue item goes stale and is dropped when it comes up.
+  s.expiry.remove(it->second.queued);
   s.records.erase(it);
 }
 
@@ -163,11 +168,12 @@ Entry& MemoryStore::insert(Shard& s, const RecordId& id) {
   return s.records.try_emplace(id).first->second;
 }
 
-// After expires_at changed to now + lifetime: the old item goes stale.
+// After expires_at changed to now + lifetime.
 void MemoryStore::requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime) {
   if (e.expires_at != e.queued_at) {
+    s.expiry.remove(e.queued);
     e.queued_at = e.expires_at;
-    s.expiry.push(lifetime, e.queued_at, e.generation, id);
+    e.queued = s.expiry.push(lifetime, e.queued_at, e.generation, id);
   }
 }
 
@@ -268,7 +274,7 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
     e.expires_at = now + std::max(req.ttl, req.lease);
     e.queued_at = e.expires_at;
-    s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id);
+    e.queued = s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id);
     out.acquired = true;
     out.fencing_token = e.fencing_token;
     lock.unlock();
