@@ -257,7 +257,15 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
     s.worker_stores.push_back(own.store ? own.store : s.store);
     closers.push_back(std::move(own.close));
   }
-  auto engines = s.make_engines(s.config.policies);
+  std::vector<std::shared_ptr<Engine>> engines;
+  try {
+    engines = s.make_engines(s.config.policies);
+  } catch (...) {
+    // Stores on a loop must go while their loop is still there.
+    s.worker_stores.clear();
+    closers.clear();
+    throw;
+  }
   std::string upstream_host = s.config.upstream.text();
   for (unsigned i = 0; i < s.config.threads; ++i) {
     s.workers.push_back(std::make_unique<Worker>(

@@ -1257,6 +1257,32 @@ class SignalTest(unittest.TestCase):
             gw.stop()
 
 
+    def test_request_cut_short_by_drain_timeout_gives_its_record_back(self):
+        if not durable_store():
+            self.skipTest("the %s store's records end with the process" % h.STORE)
+        store = h.store_spec()  # the same store for both gateways
+        gw = h.Gateway(UPSTREAM.url, {"drain_timeout": "1s", "lease": "60s"}, store=store)
+        k, p = key(), path()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(lambda: gw.post(p, {"a": 1}, [("X-Test-Delay-Ms", "8000")], k,
+                                            timeout=15))
+                deadline = time.monotonic() + 5
+                while UPSTREAM.count(key=k) < 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.assertEqual(gw.stop(timeout=6), 0)
+        finally:
+            gw.stop()
+        again = h.Gateway(UPSTREAM.url, {"lease": "60s"}, store=store)
+        try:
+            # Released, not left in flight for the 60 s lease: the retry runs at once.
+            r = again.post(p, {"a": 1}, key=k)
+            self.assertEqual(r.status, 200, r)
+            self.assertIsNone(r.header("Idempotent-Replayed"))
+            self.assertEqual(UPSTREAM.count(key=k), 2)
+        finally:
+            again.stop()
+
 class CommandLineTest(unittest.TestCase):
     """Bad flags or a bad config file: a one-line error naming the setting, exit 2."""
 
