@@ -74,19 +74,7 @@ void Worker::run() {
 // means now.
 void Worker::finish() {
   loop_->restart();
-  asio::post(*loop_, [this] {
-    draining_ = true;
-    boost::system::error_code ignored;
-    acceptor_->close(ignored);
-    accept_retry_->cancel();
-    for (SessionBase* s = sessions_; s != nullptr;) {
-      SessionBase* next = s->next_;
-      s->abort();
-      s = next;
-    }
-    pool_->clear();
-    close_store_if_drained();
-  });
+  asio::post(*loop_, [this] { wind_down(&SessionBase::abort); });
   loop_->run_for(kFinishTime);
   if (close_store_) {
     // Out of time with requests still open: they fail against the closed store when the
@@ -129,19 +117,23 @@ void Worker::accept() {
 }
 
 void Worker::start_drain() {
-  asio::post(*loop_, [this] {
-    draining_ = true;
-    boost::system::error_code ignored;
-    acceptor_->close(ignored);
-    accept_retry_->cancel();
-    for (SessionBase* s = sessions_; s != nullptr;) {
-      SessionBase* next = s->next_;
-      s->on_drain();
-      s = next;
-    }
-    pool_->clear();
-    close_store_if_drained();
-  });
+  asio::post(*loop_, [this] { wind_down(&SessionBase::on_drain); });
+}
+
+// Stops accepting and tells every session, which finishes (on_drain) or is cut short
+// (abort).
+void Worker::wind_down(void (SessionBase::*tell)()) {
+  draining_ = true;
+  boost::system::error_code ignored;
+  acceptor_->close(ignored);
+  accept_retry_->cancel();
+  for (SessionBase* s = sessions_; s != nullptr;) {
+    SessionBase* next = s->next_;
+    (s->*tell)();
+    s = next;
+  }
+  pool_->clear();
+  close_store_if_drained();
 }
 
 void Worker::tick() {

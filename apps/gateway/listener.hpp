@@ -109,6 +109,7 @@ class Worker {
   void accept();
   void tick();
   void finish();
+  void wind_down(void (SessionBase::*tell)());
   void close_store_if_drained();
   void link(SessionBase* session) noexcept;
   void unlink(SessionBase* session) noexcept;
