@@ -29,43 +29,52 @@ namespace idem::testing {
 class ThreadedStore final : public Store {
  public:
   explicit ThreadedStore(std::shared_ptr<Store> inner)
-      : inner_(std::move(inner)), thread_([this] { run(); }) {}
+      : inner_(std::move(inner)), queue_(std::make_shared<Queue>()) {
+    thread_ = std::thread([queue = queue_] { queue->run(); });
+  }
+  // The last reference may go on the store's own thread (a callback held the engine, and
+  // the engine the store): that thread cannot join itself, so it is left to finish the
+  // queue, which it keeps alive.
   ~ThreadedStore() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
+    queue_->stop();
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
     }
-    ready_.notify_all();
-    thread_.join();
   }
 
   void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
-    post([this, request = std::move(request), done = std::move(done)]() mutable {
-      inner_->claim(std::move(request), std::move(done));
+    queue_->post([inner = inner_, request = std::move(request), done = std::move(done)]() mutable {
+      inner->claim(std::move(request), std::move(done));
     });
   }
   void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
                 Callback<TokenCheck> done) override {
-    post([=, this, response = std::move(response), done = std::move(done)]() mutable {
-      inner_->complete(id, token, std::move(response), ttl, std::move(done));
-    });
+    queue_->post(
+        [=, inner = inner_, response = std::move(response), done = std::move(done)]() mutable {
+          inner->complete(id, token, std::move(response), ttl, std::move(done));
+        });
   }
   void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
-    post([=, this, done = std::move(done)]() mutable {
-      inner_->release(id, token, std::move(done));
+    queue_->post([=, inner = inner_, done = std::move(done)]() mutable {
+      inner->release(id, token, std::move(done));
     });
   }
   void renew(const RecordId& id, std::uint64_t token, Duration lease,
              Callback<TokenCheck> done) override {
-    post([=, this, done = std::move(done)]() mutable {
-      inner_->renew(id, token, lease, std::move(done));
+    queue_->post([=, inner = inner_, done = std::move(done)]() mutable {
+      inner->renew(id, token, lease, std::move(done));
     });
   }
   void get(const RecordId& id, Callback<std::optional<Record>> done) override {
-    post([=, this, done = std::move(done)]() mutable { inner_->get(id, std::move(done)); });
+    queue_->post(
+        [=, inner = inner_, done = std::move(done)]() mutable { inner->get(id, std::move(done)); });
   }
   void erase(const RecordId& id, Callback<bool> done) override {
-    post([=, this, done = std::move(done)]() mutable { inner_->erase(id, std::move(done)); });
+    queue_->post([=, inner = inner_, done = std::move(done)]() mutable {
+      inner->erase(id, std::move(done));
+    });
   }
   std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {
     return inner_->watch(id, std::move(changed));
@@ -75,31 +84,44 @@ class ThreadedStore final : public Store {
   std::string_view kind() const noexcept override { return "threaded"; }
 
  private:
-  void post(std::function<void()> job) {
-    {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(std::move(job));
+  struct Queue {
+    std::mutex mutex;
+    std::condition_variable ready;
+    std::deque<std::function<void()>> jobs;
+    bool stopping = false;
+
+    void post(std::function<void()> job) {
+      {
+        std::lock_guard lock(mutex);
+        jobs.push_back(std::move(job));
+      }
+      ready.notify_one();
     }
-    ready_.notify_one();
-  }
-  void run() {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
+    void stop() {
+      {
+        std::lock_guard lock(mutex);
+        stopping = true;
+      }
+      ready.notify_all();
     }
-  }
+    /// Runs jobs until stopped and empty.
+    void run() {
+      std::unique_lock lock(mutex);
+      for (;;) {
+        ready.wait(lock, [this] { return stopping || !jobs.empty(); });
+        if (jobs.empty()) return;
+        auto job = std::move(jobs.front());
+        jobs.pop_front();
+        lock.unlock();
+        job();
+        job = nullptr;  // what it held goes now, before the lock is taken again
+        lock.lock();
+      }
+    }
+  };
 
   std::shared_ptr<Store> inner_;
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<std::function<void()>> jobs_;
-  bool stopping_ = false;
+  std::shared_ptr<Queue> queue_;
   std::thread thread_;
 };
 
