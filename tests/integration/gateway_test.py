@@ -1852,15 +1852,12 @@ class SharedRedisTest(unittest.TestCase):
         originals = [i for i, r in enumerate(results) if r.header("Idempotent-Replayed") is None]
         self.assertEqual(len(originals), 1)
         first = results[originals[0]]
+        # Every other one is a replay, the waiters on the two gateways that did not run it
+        # (two thirds of them, woken through Redis) included.
         for i, r in enumerate(results):
             if i != originals[0]:
                 self.assertEqual(r.header("Idempotent-Replayed"), "true")
                 self.assertEqual(r.body, first.body)
-        # Among them the waiters on the two gateways that did not run it: woken by Redis.
-        elsewhere = [r for i, r in enumerate(results) if i % 3 != originals[0] % 3]
-        self.assertGreaterEqual(len(elsewhere), 66)
-        for r in elsewhere:
-            self.assertEqual(r.header("Idempotent-Replayed"), "true")
 
     def test_redis_killed_and_restarted_under_load(self):
         gw = self.start()
