@@ -1599,6 +1599,16 @@ class UpstreamFailureTest(unittest.TestCase):
         finally:
             self.assertEqual(gw.stop(), 0)
 
+    def test_ports_handed_out_stay_reserved(self):
+        # An unreachable upstream's port handed out again, to this gateway's own listener,
+        # made it proxy to itself: 409 from the inner request instead of 502.
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+        ports = [h.free_port() for _ in range(100)]
+        self.assertEqual(len(set(ports)), len(ports), "a port handed out twice")
+        self.assertTrue(all(p < ephemeral_low for p in ports),
+                        "the kernel may assign ports at or above %d" % ephemeral_low)
+
 
 class StoreFailureTest(unittest.TestCase):
     """A Redis store that goes away: 503 store-unavailable, or pass through with

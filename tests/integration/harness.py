@@ -13,9 +13,11 @@ The suite runs against one store kind, chosen once per run (`configure()`):
 """
 
 import atexit
+import fcntl
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -76,7 +78,56 @@ def unique(prefix="k"):
     return "%s-%s" % (prefix, uuid.uuid4().hex)
 
 
+# Ports are reserved, not just found free. A port found by binding to port 0 comes from the
+# kernel's ephemeral range, so the moment it is closed the kernel may hand it out again: to
+# another test process's bind(0), or as the source port of an outgoing connection (to the
+# port itself, nothing listening: TCP connects the socket to itself). Then a gateway
+# restarted on its port, or an upstream that must stay unreachable, meets a stranger. So
+# ports come from just below the ephemeral range, which the kernel never assigns, and each
+# is held by an flock(2) on a file shared by every test process (tests/redis does the same)
+# until this process exits.
+PORT_DIR = os.path.join(tempfile.gettempdir(), "idem-test-ports")
+_port_locks = []
+_port_choice = random.Random()  # the suite may seed the global one
+
+
+def _reservable_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    low = max(1024, ephemeral_low - 12000)
+    return (low, ephemeral_low - 1) if ephemeral_low - low >= 1000 else None
+
+
+def _bindable(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port():
+    """A loopback port that nothing listens on, held for this process until it exits."""
+    span = _reservable_range()
+    if span is not None:
+        os.makedirs(PORT_DIR, exist_ok=True)
+        for _ in range(200):
+            port = _port_choice.randint(*span)
+            fd = os.open(os.path.join(PORT_DIR, str(port)), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            if _bindable(port):
+                _port_locks.append(fd)
+                return port
+            os.close(fd)
+    # No room below the ephemeral range (an unusual kernel setting): take the kernel's pick.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -10,16 +10,20 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -27,8 +31,48 @@
 
 namespace idem::testing {
 
-/// A port that was free a moment ago (bind to port 0, read it back, close).
+/// Whether nothing is bound to `port` on loopback right now.
+inline bool bindable(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// A loopback port that nothing listens on, held for this process until it exits.
+///
+/// Reserved, not just found free: a port from bind(0) lies in the kernel's ephemeral range,
+/// and once closed the kernel may hand it out again, to another test process or as the
+/// source port of an outgoing connection. A server restarted on its port, or an address
+/// that must stay unreachable, would then meet a stranger. So ports come from just below
+/// the ephemeral range, which the kernel never assigns, each held by an flock(2) on a file
+/// that every test process shares (tests/integration/harness.py does the same).
 inline std::uint16_t free_port() {
+  int ephemeral_low = 0;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
+  const int low = std::max(1024, ephemeral_low - 12000);
+  if (ephemeral_low - low >= 1000) {
+    const char* tmp = std::getenv("TMPDIR");
+    const std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/idem-test-ports";
+    ::mkdir(dir.c_str(), 0777);
+    std::random_device seed;
+    std::mt19937 pick(seed());
+    std::uniform_int_distribution<int> in_range(low, ephemeral_low - 1);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const auto port = static_cast<std::uint16_t>(in_range(pick));
+      const std::string file = dir + "/" + std::to_string(port);
+      const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+      if (fd < 0) break;
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && bindable(port)) return port;  // fd stays open
+      ::close(fd);
+    }
+  }
+  // No room below the ephemeral range (an unusual kernel setting): take the kernel's pick.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
