@@ -284,8 +284,15 @@ void Engine::abandon(Ticket ticket, Callback<TokenCheck> done) {
     return;
   }
   ticket.engine_.reset();
-  impl_->options.store->release(ticket.id_, ticket.token_,
-                                [done = std::move(done)](Result<TokenCheck> r) {
+  RecordId id = ticket.id_;
+  impl_->options.store->release(id, ticket.token_,
+                                [self = shared_from_this(), id, route = std::string(ticket.route_),
+                                 done = std::move(done)](Result<TokenCheck> r) {
+                                  // Unreleased, the record stays in flight until its lease ends:
+                                  // worth an event.
+                                  if (!r)
+                                    self->impl_->publish(EventKind::store_error, id, route,
+                                                         r.error().message);
                                   if (done) done(std::move(r));
                                 });
 }
