@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include <ifaddrs.h>
 #include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -51,6 +53,35 @@ std::vector<tcp::endpoint> resolve_upstream(const HostPort& hp) {
   std::vector<tcp::endpoint> out;
   for (const auto& r : results) out.push_back(r.endpoint());
   return out;
+}
+
+bool is_local_address(const asio::ip::address& address) {
+  if (address.is_loopback() || address.is_unspecified()) return true;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (const ifaddrs* i = list; i != nullptr && !found; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr->sa_family == AF_INET && address.is_v4()) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      found = address.to_v4().to_uint() == ntohl(in->sin_addr.s_addr);
+    } else if (i->ifa_addr->sa_family == AF_INET6 && address.is_v6()) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      asio::ip::address_v6::bytes_type bytes;
+      std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
+      found = address.to_v6().to_bytes() == bytes;
+    }
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+/// Whether `upstream` is one of this gateway's own listeners: every request would come back
+/// in as a new one (with the same key: 409 from the inner request) until connections run out.
+bool is_own_listener(const tcp::endpoint& upstream, const tcp::endpoint& listener) {
+  if (upstream.port() != listener.port()) return false;
+  if (upstream.address() == listener.address()) return true;
+  return listener.address().is_unspecified() && is_local_address(upstream.address());
 }
 
 std::string instance_id() {
@@ -246,6 +277,15 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   s.upstream = resolve_upstream(s.config.upstream);
   s.listen_endpoint = resolve_listen(s.config.listen, "listen");
   s.admin_endpoint = resolve_listen(s.config.admin, "admin");
+  for (const auto& endpoint : s.upstream) {
+    for (const auto* own : {&s.listen_endpoint, &s.admin_endpoint}) {
+      if (is_own_listener(endpoint, *own)) {
+        throw ConfigError("upstream: " + s.config.upstream.text() + " is this gateway's own " +
+                          (own == &s.listen_endpoint ? "listen" : "admin") +
+                          " address; requests would loop");
+      }
+    }
+  }
   s.events = std::make_shared<RateLimitedSink>(std::make_shared<JsonEventSink>(),
                                                std::make_shared<SystemClock>());
   std::vector<std::unique_ptr<asio::io_context>> loops;

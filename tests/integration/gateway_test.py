@@ -1352,6 +1352,14 @@ class CommandLineTest(unittest.TestCase):
             (["--listen", listen(), "--upstream", up, "--admin", "nowhere"], "admin"),
             (["--listen", listen()], "upstream"),
         ]
+        port = h.free_port()
+        admin = h.free_port()
+        # An upstream that is the gateway itself: every request would come back in as a new one.
+        for own, upstream in [("127.0.0.1:%d" % port, "http://127.0.0.1:%d" % port),
+                              ("0.0.0.0:%d" % port, "http://localhost:%d" % port),
+                              ("127.0.0.1:%d" % port, "http://127.0.0.1:%d" % admin)]:
+            cases.append((["--listen", own, "--admin", "127.0.0.1:%d" % admin,
+                           "--upstream", upstream], "upstream"))
         for args, name in cases:
             with self.subTest(args=args):
                 self.assertRejected(*self.run_gateway(args), name)
