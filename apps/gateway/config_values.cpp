@@ -161,8 +161,8 @@ HostPort parse_upstream(std::string_view text) {
   // The port is optional in a URL: 80 by default.
   bool has_port = rest.front() == '[' ? rest.find("]:") != std::string_view::npos
                                       : rest.find(':') != std::string_view::npos;
-  if (!has_port) return parse_host_port(std::string(rest) + ":80", "upstream");
-  HostPort hp = parse_host_port(rest, "upstream");
+  HostPort hp = has_port ? parse_host_port(rest, "upstream")
+                         : parse_host_port(std::string(rest) + ":80", "upstream");
   if (hp.host.empty()) fail("upstream", "expected http://HOST:PORT");
   return hp;
 }
@@ -201,6 +201,7 @@ HostPort parse_host_port(std::string_view text, std::string_view setting) {
       fail(setting, "expected HOST:PORT or [IPV6]:PORT");
     }
     hp.host = std::string(text.substr(1, close - 1));
+    if (hp.host.empty()) fail(setting, "expected an IPv6 address between the brackets");
     port_text = text.substr(close + 2);
   } else {
     auto colon = text.rfind(':');

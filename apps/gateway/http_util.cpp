@@ -4,7 +4,7 @@
 #include <charconv>
 #include <ctime>
 
-#include "event_log.hpp"
+#include "idem/json_text.hpp"
 
 namespace idem::gateway {
 
@@ -203,9 +203,15 @@ std::optional<OriginForm> origin_form_of(std::string_view target) {
   if (!url.has_authority() || url.has_userinfo() || url.encoded_host().empty()) {
     return std::nullopt;
   }
+  // After an authority the path is empty or starts with '/' (RFC 3986 section 3.3), which
+  // Boost.URL 1.81 does not enforce: "http://h:x://y" would give the target "x://y".
+  const auto path = url.encoded_path();
+  if (!path.empty() && path.front() != '/') return std::nullopt;
   OriginForm out;
-  out.authority = url.encoded_host_and_port();
-  out.target = url.encoded_path().empty() ? "/" : std::string(url.encoded_path());
+  // An empty port is no port (RFC 3986 section 6.2.3): "h:" is "h".
+  out.authority = url.has_port() && url.port().empty() ? std::string(url.encoded_host())
+                                                       : std::string(url.encoded_host_and_port());
+  out.target = path.empty() ? "/" : std::string(path);
   if (url.has_query()) out.target.append("?").append(url.encoded_query());
   return out;
 }

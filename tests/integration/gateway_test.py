@@ -862,10 +862,14 @@ class RoutesTest(GatewayCase):
         r = self.post("http://api.example", key=key())
         self.assertOriginal(r, 200)
         self.assertEqual(r.json()["path"], "/")
+        k = key()
+        self.assertOriginal(self.post("http://api.example:/x", key=k), 200)
+        hosts = [v for n, v in UPSTREAM.requests(k)[0]["headers"] if n.lower() == "host"]
+        self.assertEqual(hosts, ["api.example"], "an empty port is no port")
 
     def test_target_that_is_not_a_path_or_http_uri_is_400(self):
         for target in ("ftp://api.example/x", "http://user@api.example/x", "http:///x",
-                       "payments", "api.example:443"):
+                       "payments", "api.example:443", "http://api.example:x://evil/pay"):
             self.assertProblem(self.post(target, key=key()), 400, "bad-request")
 
     def test_route_overrides_ttl(self):
@@ -1351,6 +1355,8 @@ class CommandLineTest(unittest.TestCase):
             (["--listen", listen(), "--upstream", up, "--log-level", "loud"], "log-level"),
             (["--listen", listen(), "--upstream", up, "--admin", "nowhere"], "admin"),
             (["--listen", listen()], "upstream"),
+            (["--listen", listen(), "--upstream", "http://[]"], "upstream"),
+            (["--listen", "[]:%d" % h.free_port(), "--upstream", up], "listen"),
         ]
         port = h.free_port()
         admin = h.free_port()
