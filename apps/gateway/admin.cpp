@@ -20,48 +20,6 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/// RFC 3986 percent-decoding. '+' stays '+': scope values (tokens, base64) may hold it.
-std::optional<std::string> percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return std::nullopt;
-    int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
-
-/// The first value of `name` in a query string, decoded.
-std::optional<std::string> query_param(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    auto eq = pair.find('=');
-    std::string_view k = pair.substr(0, eq);
-    if (k == name) {
-      return percent_decode(eq == std::string_view::npos ? std::string_view{}
-                                                         : pair.substr(eq + 1));
-    }
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
-
 std::string iso8601(TimePoint t) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
   std::time_t seconds = static_cast<std::time_t>(ms / 1000);
@@ -173,11 +131,14 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
     if (method != http::verb::get && method != http::verb::head && method != http::verb::delete_) {
       return not_allowed("GET, DELETE");
     }
-    auto raw_key = percent_decode(encoded_key);
-    auto scope = query_param(query, "scope");
-    auto req_method = query_param(query, "method");
-    auto req_path = query_param(query, "path");
-    if (!raw_key || (query.find("scope=") != std::string_view::npos && !scope)) {
+    auto raw_key = percent_decoded(encoded_key);
+    std::string scope, req_method = "POST", req_path = "/";
+    bool bad_encoding = !raw_key;
+    for (auto [name, value] : {std::pair{"scope", &scope}, std::pair{"method", &req_method},
+                               std::pair{"path", &req_path}}) {
+      if (query_value(query, name, *value) == QueryValue::bad_encoding) bad_encoding = true;
+    }
+    if (bad_encoding) {
       return reply(400, "application/problem+json",
                    problem_json(400, "bad-request", "Bad request", "Bad percent-encoding."));
     }
@@ -189,8 +150,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
     }
     const std::string& key = std::get<std::string>(parsed);
     auto engine = hooks_->engine();
-    RecordId id = engine->record_id(scope.value_or(""), key, req_method.value_or("POST"),
-                                    req_path.value_or("/"));
+    RecordId id = engine->record_id(scope, key, req_method, req_path);
     auto self = shared_from_this();
     if (method == http::verb::delete_) {
       engine->flush(id, [self, id](Result<bool> removed) {

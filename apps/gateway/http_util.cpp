@@ -1,6 +1,7 @@
 #include "http_util.hpp"
 
 #include <boost/url/parse.hpp>
+#include <boost/url/pct_string_view.hpp>
 #include <charconv>
 #include <ctime>
 
@@ -214,6 +215,32 @@ std::optional<OriginForm> origin_form_of(std::string_view target) {
   out.target = path.empty() ? "/" : std::string(path);
   if (url.has_query()) out.target.append("?").append(url.encoded_query());
   return out;
+}
+
+std::optional<std::string> percent_decoded(std::string_view s) {
+  auto encoded = boost::urls::make_pct_string_view(s);
+  if (!encoded) return std::nullopt;
+  boost::urls::encoding_opts options;
+  options.space_as_plus = false;
+  return encoded->decode(options);
+}
+
+QueryValue query_value(std::string_view query, std::string_view name, std::string& value) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      auto decoded =
+          percent_decoded(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+      if (!decoded) return QueryValue::bad_encoding;
+      value = std::move(*decoded);
+      return QueryValue::found;
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return QueryValue::absent;
 }
 
 Response gateway_problem(int status, std::string_view type_base, std::string_view name,

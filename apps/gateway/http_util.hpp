@@ -54,6 +54,14 @@ struct OriginForm {
 /// when it is not one (another scheme, no host, userinfo, a fragment, not a URI).
 std::optional<OriginForm> origin_form_of(std::string_view target);
 
+/// RFC 3986 percent-decoding, by Boost.URL. '+' stays '+' (scope values, tokens and base64,
+/// may hold it). Nothing when an escape is not valid.
+std::optional<std::string> percent_decoded(std::string_view s);
+
+/// Looks up the first parameter `name` (compared as written) of a query string.
+enum class QueryValue { absent, found, bad_encoding };
+QueryValue query_value(std::string_view query, std::string_view name, std::string& value);
+
 /// An application/problem+json response for the gateway's own errors (upstream failures,
 /// malformed requests), in the style of the contract's problems:
 /// type = `type_base` + `name`.

@@ -1,8 +1,8 @@
 // Fuzzes the gateway's own parsers of outside text: the setting values of its command line
 // and configuration file (durations, sizes, HOST:PORT, the upstream URL, the secret, the
 // log level), which may only fail with ConfigError; the absolute-form request target
-// (origin_form_of); and Connection header tokens. Properties: no undefined behaviour, and
-// what a parser accepts reads back the same when written out again.
+// (origin_form_of); Connection header tokens; and the admin API's percent-decoding. Properties: no
+// undefined behaviour, and what a parser accepts reads back the same when written out again.
 
 #include <cstddef>
 #include <cstdint>
@@ -78,6 +78,17 @@ void check_connection_tokens(std::string_view value) {
   }
 }
 
+// The admin API's /keys/{key}?scope=...&path=...
+void check_admin_query(std::string_view text) {
+  auto decoded = percent_decoded(text);
+  if (text.find('%') == std::string_view::npos && (!decoded || *decoded != text)) std::abort();
+  if (decoded && decoded->size() > text.size()) std::abort();
+  std::string value;
+  if (query_value(text, "scope", value) == QueryValue::found && value.size() > text.size()) {
+    std::abort();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -85,5 +96,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_values(input);
   check_target(input);
   check_connection_tokens(input);
+  check_admin_query(input);
   return 0;
 }

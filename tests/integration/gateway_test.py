@@ -1205,6 +1205,18 @@ class AdminTest(GatewayCase):
         self.assertEqual(self.count(key=k), 2)
         self.assertEqual(self.gw.delete_key(key()).status, 404)
 
+    def test_keys_with_bad_percent_encoding_is_400(self):
+        k = key()
+        for target in ("/keys/%zz", "/keys/%s?scope=%%4" % k, "/keys/%s?path=%%zz" % k,
+                       "/keys/%s?method=P%%" % k):
+            r = self.gw.admin("GET", target)
+            self.assertEqual(r.status, 400, (target, r))
+            self.assertEqual(r.json()["type"], PROBLEM_BASE + "bad-request")
+        # '+' is a character of the value, not a space.
+        auth = [("Authorization", "Bearer a+b")]
+        self.assertOriginal(self.post(path(), headers=auth, key=k), 200)
+        self.assertEqual(self.gw.admin("GET", "/keys/%s?scope=Bearer%%20a+b" % k).status, 200)
+
     def test_keys_shows_in_flight(self):
         k, p = key(), path()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
