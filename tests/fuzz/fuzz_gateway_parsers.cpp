@@ -1,8 +1,9 @@
 // Fuzzes the gateway's own parsers of outside text: the setting values of its command line
 // and configuration file (durations, sizes, HOST:PORT, the upstream URL, the secret, the
 // log level), which may only fail with ConfigError; the absolute-form request target
-// (origin_form_of); Connection header tokens; and the admin API's percent-decoding. Properties: no
-// undefined behaviour, and what a parser accepts reads back the same when written out again.
+// (origin_form_of); Connection header tokens; and the admin API's percent-decoding.
+// Properties: no undefined behaviour, and what a parser accepts reads back the same when
+// written out again.
 
 #include <cstddef>
 #include <cstdint>
