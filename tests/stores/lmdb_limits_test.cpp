@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 #include <lmdb.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
 #include <chrono>
@@ -72,6 +74,28 @@ class LmdbLimitsTest : public StoreConformanceTest {
     ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
     ASSERT_EQ(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+  }
+
+  std::uint32_t raw_format_version() {
+    MDB_env* env = nullptr;
+    EXPECT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_maxreaders(env, 256);
+    EXPECT_EQ(mdb_env_open(env, dir_.path().c_str(), MDB_RDONLY, 0600), 0);
+    MDB_txn* txn = nullptr;
+    EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
+    MDB_dbi dbi;
+    std::uint32_t version = 0;
+    if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0) {
+      MDB_val k{14, const_cast<char*>("format_version")};
+      MDB_val v;
+      if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == sizeof version) {
+        std::memcpy(&version, v.mv_data, sizeof version);
+      }
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return version;
   }
 
   TempDir dir_;
@@ -176,13 +200,62 @@ TEST_F(LmdbLimitsTest, ShortGarbageDataFileIsRefusedUntouched) {
 }
 
 TEST_F(LmdbLimitsTest, NewerFormatVersionIsRefusedUntouched) {
+  open(std::size_t{1} << 20);  // small: the whole data file is compared
+  ASSERT_EQ(*complete("k", acquire(request("k"))), TokenCheck::ok);
+  store_.reset();
+  const std::uint32_t version = 3;
+  raw_put("meta", "format_version", std::string_view(reinterpret_cast<const char*>(&version), 4),
+          false);
+  expect_refused("idem format version 3 is not supported");
+}
+
+TEST_F(LmdbLimitsTest, AVersionOneDirectoryIsOpenedAndMarkedVersionTwo) {
   open();
   ASSERT_EQ(*complete("k", acquire(request("k"))), TokenCheck::ok);
   store_.reset();
-  const std::uint32_t version = 2;
-  raw_put("meta", "format_version", std::string_view(reinterpret_cast<const char*>(&version), 4),
+  const std::uint32_t one = 1;
+  raw_put("meta", "format_version", std::string_view(reinterpret_cast<const char*>(&one), 4),
           false);
-  expect_refused("idem format version 2 is not supported");
+  ASSERT_EQ(raw_format_version(), 1u);
+
+  open();
+  auto replay = claim(request("k"));
+  ASSERT_TRUE(replay.has_value()) << replay.error().message;
+  ASSERT_TRUE(replay->existing.has_value());
+  EXPECT_EQ(replay->existing->state, RecordState::completed);
+  store_.reset();
+  EXPECT_EQ(raw_format_version(), 2u);
+}
+
+TEST_F(LmdbLimitsTest, TheMapIsReservedOnDiskBeforeTheFirstWrite) {
+  // Written through a writable map, a page the disk cannot back would be a SIGBUS: every
+  // block of map_size is allocated at start-up, not just the file's size set.
+  constexpr std::size_t map = std::size_t{64} << 20;
+  open(map);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "data.mdb").c_str(), &st), 0);
+  EXPECT_GE(static_cast<std::size_t>(st.st_size), map);
+  EXPECT_GE(static_cast<std::size_t>(st.st_blocks) * 512, map) << "data.mdb is sparse";
+}
+
+TEST_F(LmdbLimitsTest, AMapLargerThanTheFreeDiskStopsStartUpWithOneLine) {
+  struct statvfs fs {};
+  ASSERT_EQ(::statvfs(dir_.path().c_str(), &fs), 0);
+  const std::size_t free_bytes = std::size_t{fs.f_bavail} * fs.f_frsize;
+  const std::size_t map = (free_bytes + (std::size_t{1} << 30)) & ~std::size_t{0xFFFFF};
+  if (map > (std::size_t{8} << 40)) GTEST_SKIP() << "more free disk than a file may map here";
+  LmdbStoreOptions o;
+  o.path = dir_.path();
+  o.map_size = map;
+  try {
+    make_lmdb_store(o);
+    ADD_FAILURE() << "a map of " << map << " bytes was accepted with " << free_bytes << " free";
+  } catch (const LmdbStoreError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("cannot reserve map_size"), std::string::npos) << message;
+    EXPECT_NE(message.find("lower map_size"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+  }
 }
 
 TEST_F(LmdbLimitsTest, ForeignLmdbEnvironmentIsRefusedUntouched) {

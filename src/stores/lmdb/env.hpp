@@ -11,13 +11,17 @@
 
 namespace idem::lmdb {
 
-/// The layout of an idem data directory, version 1. Three named databases:
+/// The layout of an idem data directory, version 2. Three named databases:
 ///   records  id bytes -> encode_record(record)
 ///   expiry   (expires_at in ms, offset to sort as unsigned, big-endian) ++ id -> empty;
 ///            the sweeper walks it from the front, so it never scans unexpired records
 ///   meta     "format_version" -> u32, "last_token" -> u64, "bytes" -> u64, in native
 ///            byte order like LMDB's own pages (a data file never moves across byte orders)
-inline constexpr std::uint32_t kFormatVersion = 1;
+/// Version 2 has version 1's layout, but is written through a writable map
+/// (MDB_WRITEMAP), which LMDB forbids mixing with writers that do not use one: a build of
+/// version 1 refuses it. This build opens version 1 and marks it 2 when it writes.
+inline constexpr std::uint32_t kFormatVersion = 2;
+inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr const char* kRecordsDb = "records";
 inline constexpr const char* kExpiryDb = "expiry";
 inline constexpr const char* kMetaDb = "meta";
