@@ -119,11 +119,13 @@ TEST_F(LmdbStoreTest, PowerDurabilityFlushesBeforeCallingBack) {
   for (int i = 0; i < 5; ++i) {
     const std::string key = "k" + std::to_string(i);
     const std::uint64_t before_claim = store.syncs();
+    // on_expired_lease = "fail" (no take-over): the claim must survive a power cut.
     auto claimed = await<ClaimOutcome>([&](auto cb) {
-      store.claim(request(key), [&, before_claim, cb](Result<ClaimOutcome> r) {
-        EXPECT_GT(store.syncs(), before_claim) << "claim answered before its flush";
-        cb(std::move(r));
-      });
+      store.claim(request(key, "fp", 30s, 24h, false),
+                  [&, before_claim, cb](Result<ClaimOutcome> r) {
+                    EXPECT_GT(store.syncs(), before_claim) << "claim answered before its flush";
+                    cb(std::move(r));
+                  });
     });
     ASSERT_TRUE(claimed && claimed->has_value() && (*claimed)->acquired);
     const std::uint64_t before_complete = store.syncs();
@@ -142,6 +144,53 @@ TEST_F(LmdbStoreTest, PowerDurabilityFlushesBeforeCallingBack) {
   const std::uint64_t before_replay = store.syncs();
   ASSERT_FALSE(claim(request("k0"))->acquired);
   EXPECT_EQ(store.syncs(), before_replay);
+}
+
+TEST_F(LmdbStoreTest, PowerDurabilityAnswersATakeOverClaimOnceCommitted) {
+  // A claim whose lease a retry may take over once it runs out (on_expired_lease =
+  // "retry") loses nothing to a power cut that takes it back: the cut ends every lease.
+  // So it does not wait for a flush; the completion does.
+  auto o = options();
+  o.durability = Durability::power;
+  LmdbStore& store = open(o);
+  const std::uint64_t before = store.syncs();
+  auto claimed = await<ClaimOutcome>([&](auto cb) {
+    store.claim(request("k"), [&, before, cb](Result<ClaimOutcome> r) {
+      EXPECT_EQ(store.syncs(), before) << "a take-over claim waited for a flush";
+      cb(std::move(r));
+    });
+  });
+  ASSERT_TRUE(claimed && claimed->has_value() && (*claimed)->acquired);
+  EXPECT_EQ(*complete("k", (*claimed)->fencing_token), TokenCheck::ok);
+  EXPECT_GT(store.syncs(), before);
+}
+
+TEST_F(LmdbStoreTest, PowerDurabilityNeverAnswersFromAnUnflushedRecord) {
+  // A completion is committed before it is flushed, and readers see a commit at once. A
+  // duplicate that read it then would be replayed an answer that a power cut could
+  // still take back, while the original still waits for its flush: a claim of a record
+  // whose write is not on the disk yet is answered by the writer, after the flush.
+  auto o = options();
+  o.durability = Durability::power;
+  LmdbStore& store = open(o);
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const std::uint64_t token = acquire(request(key));
+    const std::uint64_t before = store.syncs();
+    std::atomic<bool> acknowledged{false};
+    store.complete(id(key), token, response(), 1h,
+                   [&](Result<TokenCheck> r) { acknowledged = r.has_value(); });
+    for (;;) {
+      auto seen = claim(request(key));
+      ASSERT_TRUE(seen.has_value()) << seen.error().message;
+      ASSERT_FALSE(seen->acquired);
+      if (seen->existing->state == RecordState::completed) {
+        EXPECT_GT(store.syncs(), before) << "replayed a completion that is not on the disk";
+        break;
+      }
+    }
+    while (!acknowledged) std::this_thread::yield();
+  }
 }
 
 TEST_F(LmdbStoreTest, ProcessDurabilityDoesNotFlushPerCommit) {

@@ -161,13 +161,38 @@ void Core::mark_unsynced() {
 void Core::hand_to_syncer(std::span<Op> ops) {
   {
     std::lock_guard lock(sync_mutex_);
-    for (Op& op : ops) awaiting_sync_.push_back(std::move(op));
+    for (Op& op : ops) {
+      marked_.push_back(op_id(op));
+      awaiting_sync_.push_back(std::move(op));
+    }
   }
   sync_wake_.notify_one();
 }
 
+void Core::mark_unflushed(std::span<const Op> ops) {
+  std::lock_guard lock(unflushed_mutex_);
+  for (const Op& op : ops) ++unflushed_[op_id(op)];
+}
+
+void Core::unmark_flushed(std::span<const RecordId> ids) {
+  std::lock_guard lock(unflushed_mutex_);
+  for (const RecordId& id : ids) {
+    auto it = unflushed_.find(id);
+    if (it != unflushed_.end() && --it->second == 0) unflushed_.erase(it);
+  }
+}
+
+bool Core::unflushed(const RecordId& id) const {
+  if (options_.durability != Durability::power) return false;
+  std::lock_guard lock(unflushed_mutex_);
+  return unflushed_.contains(id);
+}
+
 void Core::run_batch(std::span<Op> ops) {
   const TimePoint now = options_.clock->now();
+  const bool power = options_.durability == Durability::power;
+  // Before the commit: readers see it the moment it is made.
+  if (power) mark_unflushed(ops);
   bool committed = false;
   if (int rc = commit(ops, now); rc == 0) {
     committed = true;
@@ -184,7 +209,28 @@ void Core::run_batch(std::span<Op> ops) {
       }
     }
   }
-  if (committed && options_.durability == Durability::power) return hand_to_syncer(ops);
+  if (power) {
+    // A claim that created a record (or took over an expired lease) that may be taken over
+    // once its lease runs out is answered once committed, not once flushed. A power cut
+    // that takes it back takes back its lease, which is what the cut does to every lease
+    // anyway: the retry executes afresh. (The next flush puts it on the disk too.) Under
+    // on_expired_lease = "fail" the claim must survive, or a retry after the cut would
+    // execute instead of being refused; and a claim that found a record answers with
+    // what the disk may not have yet. Both wait for the flush, as does every other write.
+    auto flush_first = std::stable_partition(ops.begin(), ops.end(), [](const Op& op) {
+      const auto* claim = std::get_if<ClaimOp>(&op);
+      return claim == nullptr || !claim->request.take_over_expired || !claim->pending.result ||
+             !claim->pending.result->has_value() || !(*claim->pending.result)->acquired;
+    });
+    for (auto it = flush_first; it != ops.end(); ++it) {
+      {
+        std::lock_guard lock(sync_mutex_);
+        marked_.push_back(op_id(*it));
+      }
+      deliver(*it);
+    }
+    return hand_to_syncer(std::span<Op>(ops.begin(), flush_first));
+  }
   if (committed) mark_unsynced();
   for (Op& op : ops) deliver(op);
 }
@@ -193,6 +239,7 @@ void Core::run_syncer() {
   const bool periodic =
       options_.durability == Durability::process && options_.sync_interval.count() > 0;
   std::vector<Op> flushing;
+  std::vector<RecordId> flushed_ids;
   std::unique_lock lock(sync_mutex_);
   for (;;) {
     auto woken = [&] { return syncer_stop_ || !awaiting_sync_.empty(); };
@@ -205,6 +252,7 @@ void Core::run_syncer() {
     if (!wanted && syncer_stop_) break;
     if (!wanted) continue;
     flushing.swap(awaiting_sync_);
+    flushed_ids.swap(marked_);
     sync_wanted_ = false;
     lock.unlock();
     // Every batch committed so far is flushed by this one call: LMDB's data and meta
@@ -216,6 +264,10 @@ void Core::run_syncer() {
       for (Op& op : flushing) std::visit([&](auto& o) { o.pending.result = error; }, op);
       if (flushing.empty()) mark_unsynced();  // the next interval tries again
     }
+    // Unmarked even when the flush failed: those writes were answered with its error, and
+    // keeping them marked would route their records' claims to the writer forever.
+    unmark_flushed(flushed_ids);
+    flushed_ids.clear();
     for (Op& op : flushing) deliver(op);
     flushing.clear();  // callbacks may hold the last reference to their captures
     lock.lock();

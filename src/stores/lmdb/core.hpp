@@ -52,6 +52,10 @@ class Core {
   /// Sets `out` to the record if present and unexpired at `now` (from the cache, or read in
   /// a pooled read transaction). Filled in place: a replay copies the record once.
   Result<void> read_live(const RecordId& id, TimePoint now, std::optional<Record>& out);
+  /// Durability::power: true while a write to `id` is committed but not yet on the disk.
+  /// A read then sees what a power cut could still take back, so a claim must not answer
+  /// from it: the writer answers such a claim after the flush.
+  bool unflushed(const RecordId& id) const;
   Result<void> ping();
   std::shared_ptr<detail::WatchState> add_watch(const RecordId& id, std::function<void()> fn);
   void remove_watch(const RecordId& id, const detail::WatchState* state);
@@ -82,6 +86,10 @@ class Core {
   int sync();
   /// Power: the batch is answered by the syncer once flushed.
   void hand_to_syncer(std::span<Op> ops);
+  /// Power: marks the records `ops` write as unflushed, before their commit is visible.
+  void mark_unflushed(std::span<const Op> ops);
+  /// Power: after a flush, what `ids` marked is on the disk.
+  void unmark_flushed(std::span<const RecordId> ids);
   void mark_unsynced();
   Error error_of(int rc) const;
   void deliver(Op& op);
@@ -109,8 +117,13 @@ class Core {
   std::mutex sync_mutex_;
   std::condition_variable sync_wake_;
   std::vector<Op> awaiting_sync_;  ///< power: committed, answered once flushed
+  std::vector<RecordId> marked_;   ///< power: committed ids to unmark once flushed
   bool sync_wanted_ = false;       ///< process: committed since the last flush
   bool syncer_stop_ = false;
+
+  // Power: ids written by commits not yet flushed, with how many such commits wrote each.
+  mutable std::mutex unflushed_mutex_;
+  std::unordered_map<RecordId, unsigned, DigestHash> unflushed_;
 
   std::mutex watch_mutex_;
   std::unordered_map<RecordId, std::vector<std::shared_ptr<detail::WatchState>>, DigestHash>

@@ -4,6 +4,8 @@
 // does not take over), the answer needs no write and is given at once. That is every
 // replay. Only creating or taking over a record goes to the writer, which checks again
 // inside its write transaction, so two claims racing for one key still get one winner.
+// With durability power, a record written by a commit that is not on the disk yet is not
+// read here either: the writer answers that claim once the flush is done.
 
 #include "idem/lmdb_store.hpp"
 
@@ -56,6 +58,10 @@ class LmdbStoreImpl final : public LmdbStore {
   }
 
   void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
+    if (core_->unflushed(request.id)) {
+      core_->submit(lmdb::ClaimOp{std::move(request), {std::move(done)}});
+      return;
+    }
     const TimePoint now = core_->options().clock->now();
     ClaimOutcome out;
     if (auto read = core_->read_live(request.id, now, out.existing); !read) {
