@@ -21,8 +21,14 @@
 # $LOAD_CPU. So both proxies are measured on one core with the same neighbours, and the
 # load generator never steals from the proxy. On a one-CPU machine nothing is pinned.
 #
+# ROUNDS=N repeats the whole sequence N times (a fresh gateway, store and Redis each round)
+# and reports, per row, the median of the rounds' requests/s and p99, and the median of
+# each round's ratios: a shared machine drifts over minutes, and a ratio taken within one
+# round compares runs that are a minute apart at most.
+#
 # Environment: DURATION (10s), CONNECTIONS (32), THREADS (2, wrk), SUT_CPU (0),
-# LOAD_CPU (1), IDEM_GATEWAY (build/release/apps/gateway/idem-gateway; built if missing).
+# LOAD_CPU (1), ROUNDS (1), IDEM_GATEWAY (build/release/apps/gateway/idem-gateway; built if
+# missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -32,6 +38,8 @@ stores=("$@")
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
 wrk_threads=${THREADS:-2}
+rounds=${ROUNDS:-1}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ROUNDS must be a positive integer" >&2; exit 2; }
 sut_cpu=${SUT_CPU:-0}
 load_cpu=${LOAD_CPU:-1}
 gateway=${IDEM_GATEWAY:-$root/build/release/apps/gateway/idem-gateway}
@@ -99,28 +107,33 @@ proxy_port=$(free_port)
 start_nginx return nginx-return.conf "$upstream_port" 0 "${on_load[@]}"
 start_nginx proxy nginx-proxy.conf "$proxy_port" "$upstream_port" "${on_sut[@]}"
 
-declare -A rps p99 errors
+# Results per "scenario#round".
+declare -A rps p99 non2xx socket_errors
+round=1
 run() {  # name port script
-  local name=$1 port=$2 script=$3 out="$work/wrk-$RANDOM.txt"
-  echo "==> $name: wrk -t$wrk_threads -c$connections -d$duration" >&2
+  local name=$1 port=$2 script=$3 out="$work/wrk-$RANDOM.txt" key="$1#$round"
+  echo "==> $name: wrk -t$wrk_threads -c$connections -d$duration (round $round of $rounds)" >&2
   timeout 120 "${on_load[@]}" wrk -t"$wrk_threads" -c"$connections" -d"$duration" --latency \
     -s "$here/$script" "http://127.0.0.1:$port/payments" >"$out" 2>&1 || true
-  rps[$name]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-  p99[$name]=$(awk '$1 == "99%" {print $2}' "$out")
-  local non2xx socket
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
-  socket=$(awk '/Socket errors:/ {print $0}' "$out")
-  errors[$name]="${non2xx:-0} non-2xx${socket:+; $socket}"
-  if [[ -z ${rps[$name]} ]]; then cat "$out" >&2; fi
+  rps[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  # In ms, whatever unit wrk chose.
+  p99[$key]=$(awk '$1 == "99%" { v = $2; f = 1
+    if (v ~ /us$/) f = 0.001; else if (v ~ /ms$/) f = 1; else if (v ~ /s$/) f = 1000
+    sub(/[a-z]+$/, "", v); printf "%.2f", v * f }' "$out")
+  non2xx[$key]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+  socket_errors[$key]=$(awk '/Socket errors:/ {print $0}' "$out")
+  if [[ -z ${rps[$key]} ]]; then cat "$out" >&2; fi
 }
 
 redis_url=
+redis_pid=
 start_redis() {  # starts a fresh redis-server, sets redis_url (not in a subshell: pids)
   local port
   port=$(free_port)
   "${on_load[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$work" >"$work/redis.log" 2>&1 &
-  pids+=($!)
+  redis_pid=$!
+  pids+=($redis_pid)
   for _ in $(seq 100); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.05
@@ -154,32 +167,48 @@ start_gateway() {  # store-spec: starts idem-gateway, sets gateway_port
 stop_gateway() {
   kill "$gateway_pid" 2>/dev/null || true
   wait "$gateway_pid" 2>/dev/null || true
+  if [[ -n $redis_pid ]]; then
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+    redis_pid=
+  fi
 }
 
-run "nginx return (direct)" "$upstream_port" plain.lua
-run "nginx proxy_pass" "$proxy_port" plain.lua
-for spec in "${stores[@]}"; do
-  start_gateway "$spec"
-  replay_key="bench-replay-$(date +%s)-$RANDOM"
-  export IDEM_BENCH_KEY=$replay_key
-  curl -s -o /dev/null -X POST -H "Idempotency-Key: $replay_key" \
-    -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"eur"}' \
-    "http://127.0.0.1:$gateway_port/payments"
-  run "$spec: no key (pass-through)" "$gateway_port" plain.lua
-  run "$spec: fresh keys" "$gateway_port" fresh.lua
-  run "$spec: replays" "$gateway_port" replay.lua
-  stop_gateway
+for round in $(seq "$rounds"); do
+  run "nginx return (direct)" "$upstream_port" plain.lua
+  run "nginx proxy_pass" "$proxy_port" plain.lua
+  for spec in "${stores[@]}"; do
+    start_gateway "$spec"
+    replay_key="bench-replay-$(date +%s)-$RANDOM"
+    export IDEM_BENCH_KEY=$replay_key
+    curl -s -o /dev/null -X POST -H "Idempotency-Key: $replay_key" \
+      -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"eur"}' \
+      "http://127.0.0.1:$gateway_port/payments"
+    run "$spec: no key (pass-through)" "$gateway_port" plain.lua
+    run "$spec: fresh keys" "$gateway_port" fresh.lua
+    run "$spec: replays" "$gateway_port" replay.lua
+    stop_gateway
+  done
 done
 
 ratio() {  # a b: a / b
-  awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+  awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b }'
 }
-proxy=${rps["nginx proxy_pass"]:-0}
+median() {  # numbers on stdin, one per line; nothing when there are none
+  sort -g | awk 'NF { v[++n] = $1 } END {
+    if (n == 0) exit
+    if (n % 2) printf "%.2f", v[(n + 1) / 2]; else printf "%.2f", (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+over_rounds() {  # how: prints one value per round, from the round number in $1
+  local how=$1 r
+  for r in $(seq "$rounds"); do "$how" "$r"; echo; done | median
+}
 first=${stores[0]}
 
 echo
 echo "idem-gateway --threads 1; wrk -t$wrk_threads -c$connections -d$duration;" \
-  "$(nproc) CPUs, $pinning."
+  "$(nproc) CPUs, $pinning.$([[ $rounds -gt 1 ]] && echo \
+  " Medians of $rounds rounds; ratios are the median of each round's ratio.")"
 echo
 echo "| scenario | requests/s | p99 latency | vs nginx proxy_pass | vs $first | errors |"
 echo "|---|---:|---:|---:|---:|---|"
@@ -188,8 +217,18 @@ for spec in "${stores[@]}"; do
   rows+=("$spec: no key (pass-through)" "$spec: fresh keys" "$spec: replays")
 done
 for name in "${rows[@]}"; do
+  row_rps() { printf '%s' "${rps["$name#$1"]}"; }
+  row_p99() { printf '%s' "${p99["$name#$1"]}"; }
+  vs_proxy() { ratio "${rps["$name#$1"]}" "${rps["nginx proxy_pass#$1"]}"; }
+  vs_first() { ratio "${rps["$name#$1"]}" "${rps["$first: ${name#*: }#$1"]}"; }
   same="-"
-  if [[ $name == *": "* ]]; then same=$(ratio "${rps[$name]}" "${rps["$first: ${name#*: }"]}"); fi
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "${rps[$name]:--}" "${p99[$name]:--}" \
-    "$(ratio "${rps[$name]}" "$proxy")" "$same" "${errors[$name]}"
+  if [[ $name == *": "* ]]; then same=$(over_rounds vs_first); fi
+  errors=0 sockets=""
+  for r in $(seq "$rounds"); do
+    errors=$((errors + ${non2xx["$name#$r"]:-0}))
+    [[ -n ${socket_errors["$name#$r"]} ]] && sockets+="; ${socket_errors["$name#$r"]}"
+  done
+  p=$(over_rounds row_p99)
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$(over_rounds row_rps)" \
+    "${p:+${p}ms}" "$(over_rounds vs_proxy)" "${same:--}" "$errors non-2xx$sockets"
 done
