@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 
+#include "admin_commands.hpp"
 #include "command.hpp"
 #include "fingerprint_command.hpp"
 #include "store_commands.hpp"
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   idemctl::add_fingerprint_command(app, exit_code);
+  idemctl::add_admin_commands(app, exit_code);
   idemctl::add_store_commands(app, exit_code);
   try {
     app.parse(argc, argv);

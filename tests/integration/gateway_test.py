@@ -1230,6 +1230,84 @@ class AdminTest(GatewayCase):
         self.assertIn(b"completed", r.body)
 
 
+class IdemctlAdminTest(GatewayCase):
+    """`idemctl inspect` and `idemctl flush`: the admin API from the command line."""
+
+    routes = [{"path": "/per-route/**", "scope": "identity+route"}]
+
+    def idemctl(self, *args, admin=None):
+        if not h.IDEMCTL:
+            self.fail("no idemctl binary: pass --idemctl or set IDEM_IDEMCTL")
+        admin = admin or "127.0.0.1:%d" % self.gw.admin_port
+        return subprocess.run([h.IDEMCTL, *args, "--admin", admin], capture_output=True,
+                              text=True, timeout=30)
+
+    def assertOneLine(self, run, code, words):
+        self.assertEqual(run.returncode, code, run)
+        self.assertEqual(run.stdout, "", run)
+        self.assertEqual(len(run.stderr.splitlines()), 1, run)
+        self.assertIn(words, run.stderr)
+
+    def test_inspect_and_flush_a_record_of_a_scope(self):
+        k, p = key(), path()
+        auth = [("Authorization", "Bearer tok_1")]
+        first = self.post(p, headers=auth, key=k)
+        self.assertOriginal(first, 200)
+
+        shown = self.idemctl("inspect", "--key", k, "--scope", "Bearer tok_1")
+        self.assertEqual(shown.returncode, 0, shown)
+        record = json.loads(shown.stdout)
+        self.assertEqual(record["state"], "completed")
+        self.assertEqual(record["response"]["status"], 200)
+        self.assertNotIn("tok_1", shown.stdout, "never the identity")
+        self.assertOneLine(self.idemctl("inspect", "--key", k), 1, "no record")
+
+        flushed = self.idemctl("flush", "--key", k, "--scope", "Bearer tok_1")
+        self.assertEqual(flushed.returncode, 0, flushed)
+        self.assertTrue(json.loads(flushed.stdout)["deleted"])
+        self.assertOneLine(self.idemctl("inspect", "--key", k, "--scope", "Bearer tok_1"), 1,
+                           "no record")
+        self.assertOneLine(self.idemctl("flush", "--key", k, "--scope", "Bearer tok_1"), 1,
+                           "no record")
+        again = self.post(p, headers=auth, key=k)
+        self.assertOriginal(again, 200)
+        self.assertEqual(self.count(key=k), 2, "the flushed key executed afresh")
+
+    def test_keys_and_scopes_that_need_percent_encoding(self):
+        k = "k/%s?x=%%25+&#" % uuid.uuid4().hex
+        auth = [("Authorization", "Bearer a+b/c d")]
+        self.assertOriginal(self.post(path(), headers=auth, key=k), 200)
+        shown = self.idemctl("inspect", "--key", k, "--scope", "Bearer a+b/c d")
+        self.assertEqual(shown.returncode, 0, shown)
+        self.assertEqual(json.loads(shown.stdout)["state"], "completed")
+        # The quoted form of the header names the same key.
+        quoted = self.idemctl("inspect", "--key", '"%s"' % k, "--scope", "Bearer a+b/c d")
+        self.assertEqual(quoted.returncode, 0, quoted)
+
+    def test_the_route_picks_the_scope_rule(self):
+        k, p = key(), path("/per-route")
+        self.assertOriginal(self.post(p, key=k), 200)
+        self.assertOneLine(self.idemctl("inspect", "--key", k), 1, "no record")
+        shown = self.idemctl("inspect", "--key", k, "--method", "POST", "--path", p)
+        self.assertEqual(shown.returncode, 0, shown)
+        self.assertEqual(json.loads(shown.stdout)["state"], "completed")
+
+    def test_an_invalid_key_is_the_gateways_problem_on_one_line(self):
+        self.assertOneLine(self.idemctl("inspect", "--key", "a b"), 1, "invalid-key")
+
+    def test_an_unreachable_admin_api_is_one_line(self):
+        dead = "127.0.0.1:%d" % h.free_port()
+        self.assertOneLine(self.idemctl("inspect", "--key", key(), admin=dead), 1,
+                           "cannot reach the admin API at " + dead)
+        self.assertOneLine(self.idemctl("flush", "--key", key(), admin=dead), 1,
+                           "cannot reach")
+
+    def test_bad_flags_exit_2_naming_the_flag(self):
+        self.assertOneLine(self.idemctl("inspect", "--key", key(), admin="nope"), 2, "--admin")
+        self.assertOneLine(self.idemctl("flush", "--key", key(), admin="h:0"), 2, "--admin")
+        self.assertOneLine(self.idemctl("inspect"), 2, "--key")
+
+
 class SignalTest(unittest.TestCase):
     def test_sigterm_finishes_in_flight_request_and_exits_0(self):
         gw = h.Gateway(UPSTREAM.url)
@@ -2094,12 +2172,13 @@ def main():
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--gateway")
     parser.add_argument("--store")
+    parser.add_argument("--idemctl")
     parser.add_argument("--list-classes", action="store_true")
     args, rest = parser.parse_known_args()
     if args.list_classes:
         print(";".join(test_classes()))
         return
-    h.configure(args.gateway, args.store)
+    h.configure(args.gateway, args.store, args.idemctl)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

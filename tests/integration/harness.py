@@ -33,6 +33,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 GATEWAY = os.environ.get("IDEM_GATEWAY", "")
+IDEMCTL = os.environ.get("IDEM_IDEMCTL", "")
 STORE = os.environ.get("IDEM_IT_STORE", "memory")
 KEEP = bool(os.environ.get("IDEM_IT_KEEP"))  # keep logs and data, print where
 
@@ -51,13 +52,15 @@ _tempdirs = []
 _workdir = None
 
 
-def configure(gateway=None, store=None):
-    """Sets the gateway binary and the store kind for the whole run."""
-    global GATEWAY, STORE
+def configure(gateway=None, store=None, idemctl=None):
+    """Sets the gateway and idemctl binaries and the store kind for the whole run."""
+    global GATEWAY, STORE, IDEMCTL
     if gateway:
         GATEWAY = os.path.abspath(gateway)
     if store:
         STORE = store
+    if idemctl:
+        IDEMCTL = os.path.abspath(idemctl)
 
 
 def workdir():
