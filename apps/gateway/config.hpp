@@ -33,14 +33,22 @@ struct Timeouts {
   std::size_t max_header_bytes = 16 * 1024;
 };
 
-/// Limits of the stores (the memory store's capacity, the LMDB map). Start-up only.
-struct StoreLimits {
+/// How the store named by `store` is built, besides its spec. Start-up only.
+struct StoreSettings {
   std::size_t memory_max_records = 1'000'000;
   std::size_t memory_max_bytes = std::size_t{1} << 30;
   std::size_t lmdb_map_size = std::size_t{1} << 30;
   /// `durability = "power"`: an LMDB write is acknowledged once on the disk, not only in
   /// the OS page cache (`"process"`, the default).
   bool durability_power = false;
+  /// Redis: what every key name starts with, so that several deployments can share one
+  /// database.
+  std::string redis_key_prefix = "idem:";
+  /// Redis AUTH, kept out of the --store URL (and so out of `ps`); they replace the URL's.
+  std::string redis_username;
+  std::optional<std::string> redis_password;
+
+  bool operator==(const StoreSettings&) const = default;
 };
 
 /// Everything the gateway runs with: the engine's policies and the gateway's own settings.
@@ -51,7 +59,7 @@ struct GatewayConfig {
   HostPort upstream;  ///< from http://HOST:PORT
   HostPort admin{"127.0.0.1", 9091};
   std::string store;  ///< the --store spec; default_store_spec() when not given
-  StoreLimits store_limits;
+  StoreSettings store_settings;
   unsigned threads = 0;  ///< 0: one per core
   std::string log_level = "info";
   Timeouts timeouts;

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -260,21 +261,35 @@ void apply_gateway_setting(GatewayConfig& config, FileSettings& file, std::strin
   } else if (key == "drain_timeout") {
     t.drain = r.duration(node, key, /*allow_zero=*/true);
   } else if (key == "memory_max_records") {
-    config.store_limits.memory_max_records =
+    config.store_settings.memory_max_records =
         static_cast<std::size_t>(r.integer(node, key, 1, std::int64_t{1} << 40));
   } else if (key == "memory_max_bytes") {
-    config.store_limits.memory_max_bytes = r.size(node, key);
+    config.store_settings.memory_max_bytes = r.size(node, key);
   } else if (key == "durability") {
     auto v = r.string(node, key);
     if (v == "process") {
-      config.store_limits.durability_power = false;
+      config.store_settings.durability_power = false;
     } else if (v == "power") {
-      config.store_limits.durability_power = true;
+      config.store_settings.durability_power = true;
     } else {
       fail(r.name(key), "expected \"process\" or \"power\"");
     }
   } else if (key == "lmdb_map_size") {
-    config.store_limits.lmdb_map_size = r.size(node, key);
+    config.store_settings.lmdb_map_size = r.size(node, key);
+  } else if (key == "redis_key_prefix") {
+    auto prefix = r.string(node, key);
+    // A brace would move the hash tag that keeps each record in one Redis Cluster slot.
+    auto bad = [](char c) {
+      return c == '{' || c == '}' || static_cast<unsigned char>(c) < 0x21 || c == 0x7F;
+    };
+    if (prefix.size() > 256 || std::any_of(prefix.begin(), prefix.end(), bad)) {
+      fail(r.name(key), "expected up to 256 printable characters, without spaces, '{' or '}'");
+    }
+    config.store_settings.redis_key_prefix = prefix;
+  } else if (key == "redis_username") {
+    config.store_settings.redis_username = r.string(node, key);
+  } else if (key == "redis_password") {
+    config.store_settings.redis_password = r.string(node, key);
   } else if (key == "max_header_bytes") {
     t.max_header_bytes = r.size(node, key);
     if (t.max_header_bytes < 1024) fail(r.name(key), "must be at least 1024");

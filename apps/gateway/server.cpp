@@ -236,6 +236,9 @@ struct Server::Impl {
       if (next.admin.text() != config.admin.text()) warn_fixed("admin");
       if (next.store != config.store) warn_fixed("store");
       if (next.threads != config.threads) warn_fixed("threads");
+      if (!(next.store_settings == config.store_settings)) {
+        warn_fixed("memory_max_*, lmdb_map_size, durability or redis_*");
+      }
       if (!next.secret.empty() && next.secret != secret) warn_fixed("secret");
       auto engines = make_engines(next.policies);
       for (std::size_t i = 0; i < workers.size(); ++i) {
@@ -263,7 +266,7 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   s.config = std::move(config);
   StoreHandle handle = make_store(
       s.config.store, origin_of(s.command_line.store, "--store", s.config.config_path, "store"),
-      s.config.store_limits);
+      s.config.store_settings);
   s.store = handle.store;
   if (!s.config.secret.empty()) {
     s.secret = s.config.secret;

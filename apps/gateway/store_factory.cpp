@@ -23,14 +23,15 @@ std::string default_store_spec() {
 #endif
 }
 
-StoreHandle make_store(std::string_view spec, std::string_view origin, const StoreLimits& limits) {
+StoreHandle make_store(std::string_view spec, std::string_view origin,
+                       const StoreSettings& settings) {
   auto error = [&](std::string_view what) {
     return ConfigError(std::string(origin) + ": " + std::string(what));
   };
   if (spec == "memory") {
     MemoryStoreOptions options;
-    options.max_records = limits.memory_max_records;
-    options.max_bytes = limits.memory_max_bytes;
+    options.max_records = settings.memory_max_records;
+    options.max_bytes = settings.memory_max_bytes;
     return StoreHandle{make_memory_store(options), nullptr, nullptr};
   }
 
@@ -40,8 +41,8 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
 #ifdef IDEM_GATEWAY_HAVE_LMDB
     LmdbStoreOptions options;
     options.path = path;
-    options.map_size = limits.lmdb_map_size;
-    options.durability = limits.durability_power ? Durability::power : Durability::process;
+    options.map_size = settings.lmdb_map_size;
+    options.durability = settings.durability_power ? Durability::power : Durability::process;
     try {
       auto store = make_lmdb_store(options);
       return StoreHandle{store, nullptr, [path] {
@@ -63,6 +64,16 @@ StoreHandle make_store(std::string_view spec, std::string_view origin, const Sto
 #ifdef IDEM_GATEWAY_HAVE_REDIS
     auto options = parse_redis_url(spec);
     if (!options) throw error(options.error().message);
+    options->key_prefix = settings.redis_key_prefix;
+    if (settings.redis_password) {
+      options->password = *settings.redis_password;
+      options->username = settings.redis_username;
+    } else if (!settings.redis_username.empty()) {
+      if (options->password.empty()) {
+        throw ConfigError("redis_username: needs a password (redis_password, or in the URL)");
+      }
+      options->username = settings.redis_username;
+    }
     auto made = make_redis_store(*options);
     if (!made) throw error(made.error().message);
     std::shared_ptr<RedisStore> store = *made;

@@ -1420,11 +1420,20 @@ class CommandLineTest(unittest.TestCase):
             ('trusted_proxies = ["not-an-ip"]\n', "trusted_proxies"),
             ("ttll = 5\n", "ttll"),
             ('durability = "sometimes"\n', "durability"),
+            ('redis_key_prefix = "a{b"\n', "redis_key_prefix"),
+            ('redis_key_prefix = "a b"\n', "redis_key_prefix"),
+            ('redis_password = 5\n', "redis_password"),
             ('[[route]]\npath = "/x/**"\nconcurrency = "sometimes"\n', "concurrency"),
         ]
         for config, name in cases:
             with self.subTest(config=config):
                 self.assertRejected(*self.run_gateway(self.base_args(), config), name)
+
+    def test_redis_username_without_a_password(self):
+        args = self.base_args()
+        args[args.index("--store") + 1] = "redis://127.0.0.1:%d" % h.free_port()
+        self.assertRejected(*self.run_gateway(args, 'redis_username = "idem"\n'),
+                            "redis_username")
 
     def test_unparsable_or_missing_config(self):
         code, out, err = self.run_gateway(self.base_args(), "ttl = = 1\n[[")
@@ -1853,6 +1862,48 @@ class FlagsOverrideConfigTest(GatewayCase):
 def durable_store():
     kind = h.STORE
     return kind not in ("memory",) and not kind.startswith("memory")
+
+
+class RedisSettingsTest(GatewayCase):
+    """redis_key_prefix, redis_username and redis_password, on a Redis of the test's own."""
+
+    @classmethod
+    def setUpClass(cls):
+        if h.STORE != "redis":
+            raise unittest.SkipTest("runs in the redis suite")
+        cls.redis = h.Redis()
+        # An ACL user for the gateway; the default user stays open for the test's checks.
+        assert cls.redis.command("ACL", "SETUSER", "idem", "on", ">pw-1", "~*", "&*",
+                                 "+@all") == b"+OK"
+        cls.gw = h.Gateway(UPSTREAM.url, {"redis_key_prefix": "tenant-a:",
+                                          "redis_username": "idem",
+                                          "redis_password": "pw-1"}, store=cls.redis.url)
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.redis.stop()
+
+    def test_keys_carry_the_prefix_and_the_user_authenticates(self):
+        k, p = key(), path()
+        first = self.post(p, key=k)
+        self.assertOriginal(first, 200)
+        self.assertReplayOf(self.post(p, key=k), first)
+        record = self.gw.get_key(k).json()["record"]
+        self.assertEqual(self.redis.command("EXISTS", "tenant-a:{%s}" % record), b":1")
+        self.assertEqual(self.redis.command("EXISTS", "tenant-a:token"), b":1")
+        self.assertEqual(self.redis.command("EXISTS", "tenant-a:secret"), b":1")
+        self.assertEqual(self.redis.command("EXISTS", "idem:token", "idem:secret"), b":0")
+
+    def test_a_wrong_password_is_refused_at_start(self):
+        code, _, err = CommandLineTest.run_gateway(
+            self, ["--listen", "127.0.0.1:%d" % h.free_port(), "--upstream", UPSTREAM.url,
+                   "--admin", "127.0.0.1:%d" % h.free_port(), "--store", self.redis.url],
+            'redis_username = "idem"\nredis_password = "wrong"\n')
+        self.assertEqual(code, 1, err)
+        lines = [line for line in err.splitlines() if line.strip()]
+        self.assertTrue(any("secret" in line for line in lines), err)
+        self.assertNotIn("wrong", err, "the password is never printed")
 
 
 class CrashTest(unittest.TestCase):
