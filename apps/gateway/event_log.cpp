@@ -105,3 +105,33 @@ void JsonEventSink::publish(const Event& event) noexcept {
 }
 
 }  // namespace idem::gateway
+
+namespace idem::gateway {
+
+void StoreErrorCounter::publish(const Event& event) noexcept {
+  if (event.kind == EventKind::store_error) {
+    const auto index =
+        static_cast<std::size_t>(event.store_error.value_or(Errc::store_unavailable));
+    if (index < kReasons) counts_[index].fetch_add(1, std::memory_order_relaxed);
+  }
+  if (next_) next_->publish(event);
+}
+
+std::array<std::uint64_t, StoreErrorCounter::kReasons> StoreErrorCounter::counts() const noexcept {
+  std::array<std::uint64_t, kReasons> out{};
+  for (std::size_t i = 0; i < kReasons; ++i) out[i] = counts_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+std::string_view StoreErrorCounter::reason(std::size_t index) noexcept {
+  static_assert(static_cast<std::size_t>(Errc::store_unavailable) == 0 &&
+                static_cast<std::size_t>(Errc::store_full) == 1 &&
+                static_cast<std::size_t>(Errc::corrupt_record) == 2 &&
+                static_cast<std::size_t>(Errc::invalid_argument) == 3 &&
+                static_cast<std::size_t>(Errc::timeout) == 4);
+  constexpr std::array<std::string_view, kReasons> names{"unavailable", "full", "corrupt",
+                                                         "invalid", "timeout"};
+  return index < kReasons ? names[index] : "other";
+}
+
+}  // namespace idem::gateway

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,6 +53,23 @@ void shutdown();
 class JsonEventSink final : public EventSink {
  public:
   void publish(const Event& event) noexcept override;
+};
+
+/// Counts the store errors among the events by what the store said (full, unreachable,
+/// ...) for /metrics, then passes every event on. In front of the rate limit, so that the
+/// counts are exact while the log says why once per record.
+class StoreErrorCounter final : public EventSink {
+ public:
+  static constexpr std::size_t kReasons = 5;  ///< one per Errc
+  explicit StoreErrorCounter(std::shared_ptr<EventSink> next) : next_(std::move(next)) {}
+  void publish(const Event& event) noexcept override;
+  std::array<std::uint64_t, kReasons> counts() const noexcept;
+  /// The metric label of an Errc: "unavailable", "full", "corrupt", "invalid", "timeout".
+  static std::string_view reason(std::size_t index) noexcept;
+
+ private:
+  std::shared_ptr<EventSink> next_;
+  std::array<std::atomic<std::uint64_t>, kReasons> counts_{};
 };
 
 }  // namespace idem::gateway

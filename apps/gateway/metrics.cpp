@@ -178,6 +178,15 @@ std::string render_metrics(const MetricsContext& c) {
     gauge_line(out, "idem_stored_bytes", "Bytes held by the store's records.", "gauge",
                static_cast<double>(stats.bytes));
   }
+  out +=
+      "# HELP idem_store_errors_total Store operations that failed, by what the store said "
+      "(full: a record or size limit; unavailable: unreachable or failing).\n"
+      "# TYPE idem_store_errors_total counter\n";
+  for (std::size_t i = 0; i < c.store_errors.size(); ++i) {
+    out += "idem_store_errors_total{reason=\"";
+    out += c.store_error_reason(i);
+    out += "\"} " + std::to_string(c.store_errors[i]) + "\n";
+  }
   gauge_line(out, "idem_events_suppressed_total",
              "Event log lines dropped by the per-record rate limit.", "counter",
              static_cast<double>(c.events_suppressed));

@@ -88,6 +88,9 @@ struct MetricsContext {
   std::span<const WorkerMetrics* const> workers;
   StoreStats store;
   std::uint64_t events_suppressed;
+  /// Store errors by what the store said, indexed like Errc, with their label values.
+  std::span<const std::uint64_t> store_errors;
+  std::string_view (*store_error_reason)(std::size_t index);
   double uptime_seconds;
   unsigned threads;
   bool draining;

@@ -111,6 +111,7 @@ struct Server::Impl {
   asio::io_context main_loop{1};
   std::shared_ptr<AsioScheduler> scheduler = std::make_shared<AsioScheduler>(main_loop);
   std::shared_ptr<RateLimitedSink> events;
+  std::shared_ptr<StoreErrorCounter> store_errors;  ///< in front of `events`
   std::vector<std::unique_ptr<Worker>> workers;
   /// The store each worker's engine uses: `store`, or one on the worker's loop. Declared
   /// after `workers`, so destroyed before them: a store on a loop must go before its loop.
@@ -134,7 +135,7 @@ struct Server::Impl {
       options.policies = policies;
       options.store = i < worker_stores.size() ? worker_stores[i] : store;
       options.secret = secret;
-      options.events = events;
+      options.events = store_errors;
       options.scheduler = scheduler;
       options.instance_id = instance;
       try {
@@ -149,10 +150,13 @@ struct Server::Impl {
   std::string render() {
     std::vector<const WorkerMetrics*> views;
     for (const auto& w : workers) views.push_back(&w->metrics_view());
+    const auto errors = store_errors->counts();
     MetricsContext context{
         views,
         store_stats(),
         events->suppressed(),
+        errors,
+        &StoreErrorCounter::reason,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
         static_cast<unsigned>(workers.size()),
         draining.load()};
@@ -291,6 +295,7 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
   }
   s.events = std::make_shared<RateLimitedSink>(std::make_shared<JsonEventSink>(),
                                                std::make_shared<SystemClock>());
+  s.store_errors = std::make_shared<StoreErrorCounter>(s.events);
   std::vector<std::unique_ptr<asio::io_context>> loops;
   std::vector<std::function<void()>> closers;
   for (unsigned i = 0; i < s.config.threads; ++i) {

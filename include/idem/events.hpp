@@ -3,12 +3,14 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "idem/clock.hpp"
 #include "idem/digest.hpp"
+#include "idem/result.hpp"
 
 namespace idem {
 
@@ -31,6 +33,8 @@ struct Event {
   std::string route;
   std::string detail;
   TimePoint at;
+  /// store_error: what kind of failure the store reported (full, unreachable, ...).
+  std::optional<Errc> store_error;
 };
 
 /// Receives events. Implementations must be thread-safe and must not block.

@@ -38,7 +38,14 @@ void Engine::Impl::publish(EventKind kind, const RecordId& id, std::string_view 
                            std::string detail) const {
   if (!options.events) return;
   options.events->publish(
-      Event{kind, id, std::string(route), std::move(detail), options.clock->now()});
+      Event{kind, id, std::string(route), std::move(detail), options.clock->now(), {}});
+}
+
+void Engine::Impl::publish_store_error(const RecordId& id, std::string_view route,
+                                       const Error& error) const {
+  if (!options.events) return;
+  options.events->publish(Event{EventKind::store_error, id, std::string(route), error.message,
+                                options.clock->now(), error.code});
 }
 
 std::shared_ptr<Engine> Engine::create(EngineOptions options) {
@@ -154,7 +161,7 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
   const Policy& policy = *pending.plan->policy;
   const RecordId& id = pending.claim.id;
   if (!result) {
-    impl_->publish(EventKind::store_error, id, pending.route, result.error().message);
+    impl_->publish_store_error(id, pending.route, result.error());
     if (policy.fail_open) return pass_through(Outcome::store_error);
     return problem(Outcome::store_error, policy, ProblemType::store_unavailable,
                    "The idempotency store is unavailable; retry later with the same key.");
@@ -237,7 +244,7 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
         id, token,
         [self = shared_from_this(), id, route, done = std::move(done)](Result<TokenCheck> r) {
           if (!r) {
-            self->impl_->publish(EventKind::store_error, id, route, r.error().message);
+            self->impl_->publish_store_error(id, route, r.error());
             if (done) done(r.error());
             return;
           }
@@ -264,7 +271,7 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
       id, token, std::move(stored), policy.ttl,
       [self = shared_from_this(), id, route, fits, done = std::move(done)](Result<TokenCheck> r) {
         if (!r) {
-          self->impl_->publish(EventKind::store_error, id, route, r.error().message);
+          self->impl_->publish_store_error(id, route, r.error());
           if (done) done(r.error());
           return;
         }
@@ -290,9 +297,7 @@ void Engine::abandon(Ticket ticket, Callback<TokenCheck> done) {
                                  done = std::move(done)](Result<TokenCheck> r) {
                                   // Unreleased, the record stays in flight until its lease ends:
                                   // worth an event.
-                                  if (!r)
-                                    self->impl_->publish(EventKind::store_error, id, route,
-                                                         r.error().message);
+                                  if (!r) self->impl_->publish_store_error(id, route, r.error());
                                   if (done) done(std::move(r));
                                 });
 }
@@ -306,7 +311,7 @@ void Engine::renew(const Ticket& ticket, Callback<TokenCheck> done) {
         if (r && *r == TokenCheck::stale) {
           self->impl_->publish(EventKind::lease_lost, id, route, "renewal found a newer attempt");
         } else if (!r) {
-          self->impl_->publish(EventKind::store_error, id, route, r.error().message);
+          self->impl_->publish_store_error(id, route, r.error());
         }
         if (done) done(std::move(r));
       });

@@ -25,6 +25,8 @@ struct Engine::Impl {
 
   void publish(EventKind kind, const RecordId& id, std::string_view route,
                std::string detail) const;
+  /// A store_error event carrying the store's error.
+  void publish_store_error(const RecordId& id, std::string_view route, const Error& error) const;
 };
 
 /// A keyed request after key, scope and fingerprint are known: everything needed to claim

@@ -1864,6 +1864,47 @@ def durable_store():
     return kind not in ("memory",) and not kind.startswith("memory")
 
 
+class StoreFullTest(GatewayCase):
+    """A full store (a small LMDB map, a small memory store): new keys get 503
+    store-unavailable, replays keep working, and a metric and a log line say why."""
+
+    settings = {"lmdb_map_size": "1MiB", "memory_max_records": 40}
+
+    @classmethod
+    def setUpClass(cls):
+        if h.STORE not in ("memory", "lmdb"):
+            raise unittest.SkipTest("the memory and lmdb suites: Redis has no limit of ours")
+        super().setUpClass()
+
+    def test_new_keys_are_refused_and_replays_go_on(self):
+        p = path("/full")
+        body = [("X-Test-Body-Bytes", "2000")]
+        first_key = key()
+        first = self.post(p, b"", body, key=first_key)
+        self.assertOriginal(first, 200)
+        refused = None
+        for _ in range(2000):
+            r = self.post(p, b"", body, key=key())
+            if r.status != 200:
+                refused = r
+                break
+        self.assertIsNotNone(refused, "the store never filled up")
+        doc = self.assertProblem(refused, 503, "store-unavailable")
+        self.assertNotIn("2000", doc["detail"])
+        self.assertReplayOf(self.post(p, b"", body, key=first_key), first)
+
+        metrics = self.gw.metrics()
+        self.assertGreaterEqual(
+            metrics.get(("idem_store_errors_total", (("reason", "full"),)), 0.0), 1.0, metrics)
+        self.assertEqual(
+            metrics.get(("idem_store_errors_total", (("reason", "unavailable"),)), 0.0), 0.0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "full" not in self.gw.output():
+            time.sleep(0.05)
+        lines = [line for line in self.gw.output().splitlines() if '"store_error"' in line]
+        self.assertTrue(any("full" in line for line in lines), lines[-3:])
+
+
 class RedisSettingsTest(GatewayCase):
     """redis_key_prefix, redis_username and redis_password, on a Redis of the test's own."""
 

@@ -545,6 +545,10 @@ TEST_F(EngineTest, AbandonTheStoreCannotCarryOutIsAStoreErrorEvent) {
   ASSERT_TRUE(released);
   EXPECT_FALSE(*released);
   EXPECT_EQ(events_->count(EventKind::store_error), 1u);
+  {
+    std::lock_guard lock(events_->mutex_);
+    EXPECT_EQ(events_->events.back().store_error, Errc::store_unavailable) << "what the store said";
+  }
   EXPECT_EQ(must_decide(charge()).outcome, Outcome::conflict);  // still in flight
 }
 
@@ -575,13 +579,14 @@ TEST(RateLimitedSink, OnePerRecordAndKindPerCooldown) {
   auto inner = std::make_shared<testing::RecordingSink>();
   RateLimitedSink sink(inner, clock, 10s);
   RecordId a(std::vector<std::uint8_t>(32, 1)), b(std::vector<std::uint8_t>(32, 2));
-  for (int i = 0; i < 5; ++i) sink.publish(Event{EventKind::mismatch, a, "/", "", clock->now()});
-  sink.publish(Event{EventKind::conflict, a, "/", "", clock->now()});
-  sink.publish(Event{EventKind::mismatch, b, "/", "", clock->now()});
+  for (int i = 0; i < 5; ++i)
+    sink.publish(Event{EventKind::mismatch, a, "/", "", clock->now(), {}});
+  sink.publish(Event{EventKind::conflict, a, "/", "", clock->now(), {}});
+  sink.publish(Event{EventKind::mismatch, b, "/", "", clock->now(), {}});
   EXPECT_EQ(inner->events.size(), 3u);
   EXPECT_EQ(sink.suppressed(), 4u);
   clock->advance(10s);
-  sink.publish(Event{EventKind::mismatch, a, "/", "", clock->now()});
+  sink.publish(Event{EventKind::mismatch, a, "/", "", clock->now(), {}});
   EXPECT_EQ(inner->events.size(), 4u);
 }
 
