@@ -41,6 +41,7 @@ std::string default_store_spec();
 /// A spec this build cannot serve or cannot parse throws ConfigError naming `origin` (the
 /// flag or file setting the spec came from); a store that cannot be opened (a locked or
 /// foreign LMDB directory) throws std::runtime_error. Start-up only.
-StoreHandle make_store(std::string_view spec, std::string_view origin, const StoreSettings& settings);
+StoreHandle make_store(std::string_view spec, std::string_view origin,
+                       const StoreSettings& settings);
 
 }  // namespace idem::gateway
