@@ -88,8 +88,7 @@ struct Failed {
 
 // One request, one answer, within the deadline. Failures to connect or to hear back are
 // Failed; any HTTP answer is returned.
-http::response<http::string_body> ask(const Args& a, http::verb verb) {
-  const Endpoint endpoint = parse_admin(a.admin);
+http::response<http::string_body> ask(const Args& a, const Endpoint& endpoint, http::verb verb) {
   const auto deadline = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(a.timeout_seconds));
   const std::string where = "the admin API at " + a.admin;
@@ -123,9 +122,9 @@ http::response<http::string_body> ask(const Args& a, http::verb verb) {
 }
 
 // What a command prints: the answer's body on 200, else one line on stderr and exit 1.
-int answer(const Args& a, http::verb verb) {
+int answer(const Args& a, const Endpoint& endpoint, http::verb verb) {
   try {
-    auto response = ask(a, verb);
+    auto response = ask(a, endpoint, verb);
     const unsigned status = response.result_int();
     if (status == 200) {
       std::string body = response.body();
@@ -166,16 +165,14 @@ void add_admin_commands(CLI::App& app, int& exit_code) {
   CLI::App* inspect = app.add_subcommand(
       "inspect", "Show a record through a running gateway's admin API (any store)");
   add_flags(inspect, *args);
-  inspect->callback([args, &exit_code] {
-    parse_admin(args->admin);  // a bad flag is a usage error before any connection
-    exit_code = answer(*args, http::verb::get);
-  });
+  // A bad --admin is a usage error (exit 2), found before any connection.
+  inspect->callback(
+      [args, &exit_code] { exit_code = answer(*args, parse_admin(args->admin), http::verb::get); });
   CLI::App* flush = app.add_subcommand(
       "flush", "Erase a record through a running gateway's admin API: its retry executes");
   add_flags(flush, *args);
   flush->callback([args, &exit_code] {
-    parse_admin(args->admin);
-    exit_code = answer(*args, http::verb::delete_);
+    exit_code = answer(*args, parse_admin(args->admin), http::verb::delete_);
   });
 }
 

@@ -222,13 +222,12 @@ void Core::run_batch(std::span<Op> ops) {
       return claim == nullptr || !claim->request.take_over_expired || !claim->pending.result ||
              !claim->pending.result->has_value() || !(*claim->pending.result)->acquired;
     });
-    for (auto it = flush_first; it != ops.end(); ++it) {
-      {
-        std::lock_guard lock(sync_mutex_);
-        marked_.push_back(op_id(*it));
-      }
-      deliver(*it);
+    const std::span<Op> answered_now(flush_first, ops.end());
+    {
+      std::lock_guard lock(sync_mutex_);  // their marks go with the next flush too
+      for (const Op& op : answered_now) marked_.push_back(op_id(op));
     }
+    for (Op& op : answered_now) deliver(op);
     return hand_to_syncer(std::span<Op>(ops.begin(), flush_first));
   }
   if (committed) mark_unsynced();

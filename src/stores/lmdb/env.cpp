@@ -112,6 +112,16 @@ MDB_env* open_raw(const fs::path& dir, unsigned flags, std::size_t map_size) {
   return env.release();
 }
 
+// Marks the directory as written by this build's format (see kFormatVersion).
+void write_format_version(const fs::path& dir, MDB_txn* txn, MDB_dbi meta) {
+  std::uint32_t version = kFormatVersion;
+  MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
+  MDB_val val{sizeof version, &version};
+  if (int rc = mdb_put(txn, meta, &key, &val, 0)) {
+    fail(dir, "cannot write the format version: " + mdb_error(rc));
+  }
+}
+
 // Reads the meta database and the table handles. With `create`, makes a fresh layout
 // instead (the environment was just created). `found_version` receives the format version
 // of an existing layout.
@@ -130,11 +140,7 @@ Dbis open_layout(const fs::path& dir, MDB_env* env, bool create,
   }
   if (rc != 0) fail(dir, "cannot open the meta database: " + mdb_error(rc));
   if (create) {
-    std::uint32_t version = kFormatVersion;
-    MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
-    MDB_val val{sizeof version, &version};
-    rc = mdb_put(txn.txn, dbis.meta, &key, &val, 0);
-    if (rc != 0) fail(dir, "cannot write the format version: " + mdb_error(rc));
+    write_format_version(dir, txn.txn, dbis.meta);
   } else {
     MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
     MDB_val val;
@@ -205,11 +211,8 @@ void upgrade_format(const fs::path& dir, MDB_env* env, const Dbis& dbis) {
   TxnAborter txn;
   int rc = mdb_txn_begin(env, nullptr, 0, &txn.txn);
   if (rc != 0) fail(dir, "cannot begin a transaction: " + mdb_error(rc));
-  std::uint32_t version = kFormatVersion;
-  MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
-  MDB_val val{sizeof version, &version};
-  rc = mdb_put(txn.txn, dbis.meta, &key, &val, 0);
-  if (rc == 0) rc = mdb_txn_commit(std::exchange(txn.txn, nullptr));
+  write_format_version(dir, txn.txn, dbis.meta);
+  rc = mdb_txn_commit(std::exchange(txn.txn, nullptr));
   if (rc != 0) fail(dir, "cannot write the format version: " + mdb_error(rc));
 }
 
