@@ -125,7 +125,7 @@ TEST(MemoryStoreRaceTest, ClaimCompleteReleaseWithWatchesOnOverlappingKeys) {
     threads.emplace_back([&, t] {
       start.arrive_and_wait();
       std::unique_ptr<Watch> kept;  // replaced now and then, maybe while it is notified
-      std::uint64_t my_last_token = 0;
+      std::vector<std::uint64_t> my_last_token(kKeys, 0);
       for (int i = 0; i < kOps; ++i) {
         const int key = (i * 7 + t * 3) % kKeys;
         auto self = std::make_shared<SelfDestroyingWatch>();
@@ -144,9 +144,9 @@ TEST(MemoryStoreRaceTest, ClaimCompleteReleaseWithWatchesOnOverlappingKeys) {
           if (out && out->acquired) token = out->fencing_token;
         });
         if (token != 0) {
-          // One counter for the whole store: this thread's tokens only ever grow.
-          if (token <= my_last_token) ++non_increasing;
-          my_last_token = token;
+          // A key's tokens only ever grow, whoever held it in between.
+          if (token <= my_last_token[key]) ++non_increasing;
+          my_last_token[key] = token;
           // The lease is ours until we complete or release: nobody else may hold it.
           if (owners[key].fetch_add(1) != 0) ++double_owners;
           std::this_thread::yield();

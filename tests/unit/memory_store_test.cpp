@@ -72,6 +72,30 @@ TEST_F(MemoryStoreTest, ClaimFailsWithStoreFullAtMaxBytes) {
   EXPECT_NE(out.error().message.find("max_bytes 2000"), std::string::npos) << out.error().message;
 }
 
+// With limits this large each shard takes room a chunk at a time and keeps some spare:
+// the limit must still hold exactly, the last records fitting even though their shard has
+// no spare room and other shards do.
+TEST_F(MemoryStoreTest, LimitsHoldExactlyWhileShardsKeepSpareRoom) {
+  constexpr std::size_t kMaxRecords = 64 * 64 * 4;  // a chunk of 4 records per shard
+  make(kMaxRecords, std::size_t{1} << 30, 64);
+  for (std::size_t i = 0; i < kMaxRecords; ++i) acquire(request("k" + std::to_string(i)));
+  EXPECT_EQ(store_->stats().records, kMaxRecords);
+  auto out = claim(request("one-more"));
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, Errc::store_full);
+  ASSERT_TRUE(*erase("k0"));
+  acquire(request("one-more"));
+  EXPECT_FALSE(claim(request("two-more")).has_value());
+
+  // Bytes the same way: 68 bytes a claim, chunks of 1000 bytes.
+  make(1'000'000, 64 * 64 * 1000, 64);
+  clock_->advance(1s);
+  std::size_t fitted = 0;
+  while (claim(request("b" + std::to_string(fitted))).has_value()) ++fitted;
+  EXPECT_EQ(fitted, 64 * 64 * 1000 / 68);
+  EXPECT_EQ(store_->stats().bytes, fitted * 68);
+}
+
 TEST_F(MemoryStoreTest, ExpiredRecordsAreReclaimedToMakeRoom) {
   // Many shards, so the expired records are mostly not in the new claim's shard.
   make(100, 1 << 20, 64);

@@ -5,12 +5,12 @@
 namespace idem::detail {
 
 ExpiryQueue::Ref ExpiryQueue::push(Duration lifetime, TimePoint at, std::uint64_t generation,
-                                   const RecordId& id) {
+                                   const RecordId& id, std::uint32_t slot) {
   Ref ref = nullptr;
   if (std::deque<Item>* fifo = fifo_for(lifetime); fifo != nullptr) {
-    ref = &fifo->emplace_back(Item{at, generation, id});
+    ref = &fifo->emplace_back(Item{at, generation, id, slot});
   } else {
-    heap_.push_back(Item{at, generation, id});
+    heap_.push_back(Item{at, generation, id, slot});
     std::push_heap(heap_.begin(), heap_.end(), Later{});
   }
   next_ = std::min(next_, at);

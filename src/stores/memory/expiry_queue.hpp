@@ -10,7 +10,7 @@
 
 namespace idem::detail {
 
-/// When each record is due, as (time, generation, id) items.
+/// When each record is due, as (time, generation, id, slot) items.
 ///
 /// Lifetimes come from a few settings (ttl, lease per route), and every item pushed now
 /// with duration d is due at now + d: so one FIFO per duration is already in expiry order,
@@ -31,6 +31,7 @@ class ExpiryQueue {
     TimePoint at;
     std::uint64_t generation;  ///< kRemoved for a tombstone
     RecordId id;
+    std::uint32_t slot;  ///< where the record's entry is in its shard
   };
   /// An item in a FIFO (deques keep their elements in place as they grow and shrink at
   /// either end), or none for a heap item.
@@ -41,7 +42,8 @@ class ExpiryQueue {
   // and with them the items that Refs point to.
   ExpiryQueue() { fifos_.reserve(kMaxFifos); }
 
-  Ref push(Duration lifetime, TimePoint at, std::uint64_t generation, const RecordId& id);
+  Ref push(Duration lifetime, TimePoint at, std::uint64_t generation, const RecordId& id,
+           std::uint32_t slot);
   /// Drops the item `ref` names, if any. `ref` is invalid afterwards.
   void remove(Ref ref);
 

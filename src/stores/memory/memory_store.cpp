@@ -4,11 +4,15 @@
 // at most kSweepBudget due items of its shard, which keeps pace with inserts without ever
 // scanning. Expired records are also invisible at once: every lookup checks the time.
 //
-// Limits are global and exact for claims: a claim reserves its record and bytes with
-// atomic adds before inserting. When full it first reclaims every due record of its own
-// shard, then of all shards (one lock at a time, never two), then gives up with store_full.
-// Nothing else is ever evicted: dropping an in-flight record would let a duplicate through,
-// dropping a completed one would re-execute a retry.
+// Limits are store-wide; shards take room from them a chunk at a time (quota.hpp). When a
+// claim finds no room it first reclaims every due record of its own shard, then of all
+// shards, taking back their spare room (one lock at a time, never two), then gives up with
+// store_full. Nothing else is ever evicted: dropping an in-flight record would let a
+// duplicate through, dropping a completed one would re-execute a retry.
+//
+// Fencing tokens come from each shard's own counter, interleaved so that no two shards
+// issue the same one: a record's tokens strictly increase, since a record stays in its
+// shard, and no token is issued twice in the store.
 
 #include "idem/memory_store.hpp"
 
@@ -70,10 +74,9 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
  public:
   explicit MemoryStore(MemoryStoreOptions options)
       : clock_(options.clock ? std::move(options.clock) : std::make_shared<SystemClock>()),
-        max_records_(options.max_records),
-        max_bytes_(options.max_bytes),
         shards_(round_up_pow2(std::max<std::size_t>(options.shards, 1))),
-        mask_(shards_.size() - 1) {}
+        mask_(shards_.size() - 1),
+        quota_(options.max_records, options.max_bytes, shards_.size()) {}
 
   void claim(ClaimRequest request, Callback<ClaimOutcome> done) override;
   void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
@@ -86,15 +89,18 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override;
   void ping(Callback<bool> done) override { done(true); }
   StoreStats stats() const override {
-    return {records_.load(std::memory_order_relaxed), bytes_.load(std::memory_order_relaxed)};
+    StoreStats total;
+    for (const Shard& s : shards_) {
+      total.records += s.usage.records.load(std::memory_order_relaxed);
+      total.bytes += s.usage.bytes.load(std::memory_order_relaxed);
+    }
+    return total;
   }
   std::string_view kind() const noexcept override { return "memory"; }
 
   void unwatch(const RecordId& id, const WatchState* state);
 
  private:
-  using Iter = decltype(Shard::records)::iterator;
-
   Shard& shard_for(const RecordId& id) noexcept {
     // Fibonacci mixing, so that the shard and the buckets inside it use different bits.
     const std::uint64_t h = DigestHash{}(id)*0x9E3779B97F4A7C15ull;
@@ -103,14 +109,18 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
 
   // All of the following run with the shard's mutex held.
   void sweep(Shard& s, TimePoint now, std::size_t budget);
-  Iter find_live(Shard& s, const RecordId& id, TimePoint now);
-  void remove(Shard& s, Iter it);
+  /// The record's entry, or null.
+  Entry* find_live(Shard& s, const RecordId& id, TimePoint now);
+  void remove(Shard& s, const RecordId& id, Entry& e);
   Entry& insert(Shard& s, const RecordId& id);  ///< only when id is absent
   void requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime);
-  void resize(Entry& e, std::size_t bytes);
+  static std::uint32_t slot_of(const Shard& s, const Entry& e) noexcept {
+    return static_cast<std::uint32_t>(&e - s.entries.data());
+  }
+  void resize(Shard& s, Entry& e, std::size_t bytes);
   Watchers watchers_of(Shard& s, const RecordId& id);
+  std::uint64_t next_token(Shard& s) noexcept;
 
-  bool reserve(std::size_t bytes) noexcept;
   void reclaim_all(TimePoint now);
   Error full_error() const;
   static void notify(const Watchers& watchers) {
@@ -118,15 +128,9 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   }
 
   std::shared_ptr<const Clock> clock_;
-  const std::size_t max_records_;
-  const std::size_t max_bytes_;
   std::vector<Shard> shards_;
   const std::size_t mask_;
-  // The store-wide counters share one cache line, away from the shards: a claim updates
-  // all three, so across cores it moves one line rather than three.
-  alignas(64) std::atomic<std::uint64_t> next_token_{0};
-  std::atomic<std::uint64_t> records_{0};
-  std::atomic<std::uint64_t> bytes_{0};
+  detail::Quota quota_;
 };
 
 MemoryWatch::~MemoryWatch() {
@@ -138,34 +142,45 @@ void MemoryStore::sweep(Shard& s, TimePoint now, std::size_t budget) {
   for (; budget > 0 && s.expiry.due(now); --budget) {
     const auto item = s.expiry.pop();
     if (item.generation == ExpiryQueue::kRemoved) continue;
-    auto it = s.records.find(item.id);
-    if (it == s.records.end()) continue;
-    Entry& e = it->second;
+    Entry& e = s.entries[item.slot];
     if (e.generation != item.generation || e.queued_at != item.at) continue;  // a heap hint
     // pop() took its item.
     e.queued = nullptr;
-    remove(s, it);  // a live item is due exactly when its record expires
+    remove(s, item.id, e);  // a live item is due exactly when its record expires
   }
 }
 
-MemoryStore::Iter MemoryStore::find_live(Shard& s, const RecordId& id, TimePoint now) {
-  auto it = s.records.find(id);
-  if (it != s.records.end() && it->second.expires_at <= now) {
-    remove(s, it);  // expired but not swept yet: gone all the same
-    return s.records.end();
+Entry* MemoryStore::find_live(Shard& s, const RecordId& id, TimePoint now) {
+  auto it = s.slots.find(id);
+  if (it == s.slots.end()) return nullptr;
+  Entry& e = s.entries[it->second];
+  if (e.expires_at <= now) {
+    remove(s, id, e);  // expired but not swept yet: gone all the same
+    return nullptr;
   }
-  return it;
+  return &e;
 }
 
-void MemoryStore::remove(Shard& s, Iter it) {
-  records_.fetch_sub(1, std::memory_order_relaxed);
-  bytes_.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-  s.expiry.remove(it->second.queued);
-  s.records.erase(it);
+void MemoryStore::remove(Shard& s, const RecordId& id, Entry& e) {
+  quota_.give_back(s.usage, 1, e.bytes);
+  s.expiry.remove(e.queued);
+  s.slots.erase(id);
+  e.generation = 0;
+  e.queued = nullptr;
+  e.response = {};
+  s.free_slots.push_back(slot_of(s, e));  // room was reserved when the entry was made
 }
 
 Entry& MemoryStore::insert(Shard& s, const RecordId& id) {
-  return s.records.try_emplace(id).first->second;
+  if (s.free_slots.empty()) {
+    s.entries.emplace_back();
+    s.free_slots.reserve(s.entries.capacity());  // room for all: remove() never allocates
+    s.free_slots.push_back(static_cast<std::uint32_t>(s.entries.size() - 1));
+  }
+  const std::uint32_t slot = s.free_slots.back();
+  s.slots.try_emplace(id, slot);
+  s.free_slots.pop_back();
+  return s.entries[slot];
 }
 
 // After expires_at changed to now + lifetime.
@@ -173,15 +188,16 @@ void MemoryStore::requeue(Shard& s, Entry& e, const RecordId& id, Duration lifet
   if (e.expires_at != e.queued_at) {
     s.expiry.remove(e.queued);
     e.queued_at = e.expires_at;
-    e.queued = s.expiry.push(lifetime, e.queued_at, e.generation, id);
+    e.queued = s.expiry.push(lifetime, e.queued_at, e.generation, id, slot_of(s, e));
   }
 }
 
-void MemoryStore::resize(Entry& e, std::size_t bytes) {
+// Never refused: see complete().
+void MemoryStore::resize(Shard& s, Entry& e, std::size_t bytes) {
   if (bytes >= e.bytes) {
-    bytes_.fetch_add(bytes - e.bytes, std::memory_order_relaxed);
+    quota_.take(s.usage, 0, bytes - e.bytes, true);
   } else {
-    bytes_.fetch_sub(e.bytes - bytes, std::memory_order_relaxed);
+    quota_.give_back(s.usage, 0, e.bytes - bytes);
   }
   e.bytes = bytes;
 }
@@ -192,23 +208,16 @@ Watchers MemoryStore::watchers_of(Shard& s, const RecordId& id) {
   return it == s.watchers.end() ? Watchers{} : it->second;
 }
 
-bool MemoryStore::reserve(std::size_t bytes) noexcept {
-  if (records_.fetch_add(1, std::memory_order_relaxed) + 1 > max_records_) {
-    records_.fetch_sub(1, std::memory_order_relaxed);
-    return false;
-  }
-  if (bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes > max_bytes_) {
-    bytes_.fetch_sub(bytes, std::memory_order_relaxed);
-    records_.fetch_sub(1, std::memory_order_relaxed);
-    return false;
-  }
-  return true;
+std::uint64_t MemoryStore::next_token(Shard& s) noexcept {
+  const auto index = static_cast<std::uint64_t>(&s - shards_.data());
+  return s.tokens_issued++ * shards_.size() + index + 1;
 }
 
 void MemoryStore::reclaim_all(TimePoint now) {
   for (Shard& s : shards_) {
     std::lock_guard lock(s.mutex);
     sweep(s, now, kSweepAll);
+    quota_.return_spare(s.usage);
   }
 }
 
@@ -217,7 +226,8 @@ Error MemoryStore::full_error() const {
   return Error{Errc::store_full,
                "memory store full: " + std::to_string(st.records) + " records, " +
                    std::to_string(st.bytes) + " bytes (max_records " +
-                   std::to_string(max_records_) + ", max_bytes " + std::to_string(max_bytes_) +
+                   std::to_string(quota_.max_records()) + ", max_bytes " +
+                   std::to_string(quota_.max_bytes()) +
                    "); in-flight and unexpired completed records are never evicted"};
 }
 
@@ -229,17 +239,17 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     std::unique_lock lock(s.mutex);
     sweep(s, now, kSweepBudget);
     ClaimOutcome out;
-    if (auto it = find_live(s, req.id, now); it != s.records.end()) {
-      Entry& e = it->second;
+    if (Entry* found = find_live(s, req.id, now); found != nullptr) {
+      Entry& e = *found;
       // A different fingerprint is a client reusing the key: never hand it the record,
       // report it so the caller answers key-reused.
       if (req.take_over_expired && e.lease_expired(now) && e.fingerprint == req.fingerprint) {
-        e.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
+        e.fencing_token = next_token(s);
         e.lease_owner = std::move(req.owner);
         e.lease_expires_at = now + req.lease;
         e.expires_at = now + std::max(req.ttl, req.lease);
         requeue(s, e, req.id, std::max(req.ttl, req.lease));
-        resize(e, entry_bytes(req.id, e));
+        resize(s, e, entry_bytes(req.id, e));
         out.acquired = true;
         out.took_over = true;
         out.fencing_token = e.fencing_token;
@@ -250,9 +260,9 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
       done(std::move(out));
       return;
     }
-    if (!reserve(need)) {
+    if (!quota_.take(s.usage, 1, need, false)) {
       sweep(s, now, kSweepAll);
-      if (!reserve(need)) {
+      if (!quota_.take(s.usage, 1, need, false)) {
         lock.unlock();
         if (!reclaimed) {
           reclaim_all(now);
@@ -267,14 +277,15 @@ void MemoryStore::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
     e.bytes = need;
     e.state = RecordState::in_flight;
     e.fingerprint = req.fingerprint;
-    e.fencing_token = next_token_.fetch_add(1, std::memory_order_relaxed) + 1;
+    e.fencing_token = next_token(s);
     e.lease_owner = std::move(req.owner);
     e.created_at = now;
     e.lease_expires_at = now + req.lease;
     // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
     e.expires_at = now + std::max(req.ttl, req.lease);
     e.queued_at = e.expires_at;
-    e.queued = s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id);
+    e.queued = s.expiry.push(std::max(req.ttl, req.lease), e.queued_at, e.generation, req.id,
+                             slot_of(s, e));
     out.acquired = true;
     out.fencing_token = e.fencing_token;
     lock.unlock();
@@ -289,21 +300,20 @@ void MemoryStore::complete(const RecordId& id, std::uint64_t token, StoredRespon
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
-      it->second.fencing_token != token) {
+  Entry* found = find_live(s, id, now);
+  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
   }
-  Entry& e = it->second;
+  Entry& e = *found;
   e.state = RecordState::completed;
   e.response = detail::PackedResponse(response);
   e.expires_at = now + ttl;
   requeue(s, e, id, ttl);
   // May pass max_bytes: refusing a completion would re-execute the request on retry,
   // which is worse than a store briefly over its soft byte limit.
-  resize(e, entry_bytes(id, e) + response_bytes(response));
+  resize(s, e, entry_bytes(id, e) + response_bytes(response));
   Watchers watchers = watchers_of(s, id);
   lock.unlock();
   notify(watchers);
@@ -315,14 +325,13 @@ void MemoryStore::release(const RecordId& id, std::uint64_t token, Callback<Toke
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
-      it->second.fencing_token != token) {
+  Entry* found = find_live(s, id, now);
+  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
   }
-  remove(s, it);
+  remove(s, id, *found);
   Watchers watchers = watchers_of(s, id);
   lock.unlock();
   notify(watchers);
@@ -335,14 +344,13 @@ void MemoryStore::renew(const RecordId& id, std::uint64_t token, Duration lease,
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  auto it = find_live(s, id, now);
-  if (it == s.records.end() || it->second.state != RecordState::in_flight ||
-      it->second.fencing_token != token) {
+  Entry* found = find_live(s, id, now);
+  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
   }
-  Entry& e = it->second;
+  Entry& e = *found;
   e.lease_expires_at = now + lease;
   if (e.lease_expires_at > e.expires_at) {
     e.expires_at = e.lease_expires_at;
@@ -358,7 +366,9 @@ void MemoryStore::get(const RecordId& id, Callback<std::optional<Record>> done) 
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
   std::optional<Record> out;
-  if (auto it = find_live(s, id, now); it != s.records.end()) it->second.copy_to(out.emplace());
+  if (const Entry* found = find_live(s, id, now); found != nullptr) {
+    found->copy_to(out.emplace());
+  }
   lock.unlock();
   done(std::move(out));
 }
@@ -368,13 +378,13 @@ void MemoryStore::erase(const RecordId& id, Callback<bool> done) {
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  auto it = find_live(s, id, now);
-  if (it == s.records.end()) {
+  Entry* found = find_live(s, id, now);
+  if (found == nullptr) {
     lock.unlock();
     done(false);
     return;
   }
-  remove(s, it);
+  remove(s, id, *found);
   Watchers watchers = watchers_of(s, id);
   lock.unlock();
   notify(watchers);

@@ -14,16 +14,15 @@
 #include "idem/record.hpp"
 #include "stores/memory/expiry_queue.hpp"
 #include "stores/memory/packed_response.hpp"
+#include "stores/memory/quota.hpp"
 #include "stores/memory/watch_state.hpp"
 
 namespace idem::detail {
 
 /// One stored record and its bookkeeping: a Record's fields, without the room a Record
-/// keeps for an unpacked response. Entries live in the hash table's slots, and the sweep
-/// looks them up long after they were written: the smaller the slot and the closer to the
-/// key what the sweep reads, the fewer cache lines each expiry misses.
+/// keeps for an unpacked response.
 struct Entry {
-  std::uint64_t generation = 0;  ///< which incarnation of this id; expiry items name it
+  std::uint64_t generation = 0;  ///< which record holds the entry; expiry items name it
   TimePoint queued_at{};         ///< time of the entry's one live item in the ExpiryQueue
   TimePoint expires_at{};
   std::size_t bytes = 0;  ///< what this record adds to StoreStats::bytes
@@ -59,14 +58,21 @@ using Watchers = std::vector<std::shared_ptr<WatchState>>;
 /// line: threads working on different shards do not slow each other down.
 struct alignas(64) Shard {
   std::mutex mutex;
-  /// Open addressing, entries in place: a claim allocates no node, and a lookup touches one
-  /// group of slots instead of following a chain of nodes whose keys must be hashed again.
-  boost::unordered_flat_map<RecordId, Entry, DigestHash> records;
+  /// Where each record's entry is. Open addressing with small slots: a lookup touches one
+  /// group and one line, and allocates no node.
+  boost::unordered_flat_map<RecordId, std::uint32_t, DigestHash> slots;
+  /// Entries in a pool, reused last freed first. Under load every operation first sweeps a
+  /// due record, so a new record takes the entry the sweep has just brought into the cache,
+  /// and the expiry item names its entry, so the sweep reads it without a lookup.
+  std::vector<Entry> entries;
+  std::vector<std::uint32_t> free_slots;
   ExpiryQueue expiry;
   /// Kept apart from records: a watcher may wait for an id that has no record yet or any
   /// more, and a record's removal must not drop its watchers before they are told.
   std::unordered_map<RecordId, Watchers, DigestHash> watchers;
   std::uint64_t next_generation = 1;
+  std::uint64_t tokens_issued = 0;
+  ShardUsage usage;
 };
 
 }  // namespace idem::detail
