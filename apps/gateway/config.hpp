@@ -47,6 +47,8 @@ struct StoreSettings {
   /// Redis AUTH, kept out of the --store URL (and so out of `ps`); they replace the URL's.
   std::string redis_username;
   std::optional<std::string> redis_password;
+  /// Redis: completed records each worker keeps for retries (0: none).
+  std::size_t redis_replay_cache = 10'000;
 
   bool operator==(const StoreSettings&) const = default;
 };

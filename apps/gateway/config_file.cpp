@@ -286,6 +286,9 @@ void apply_gateway_setting(GatewayConfig& config, FileSettings& file, std::strin
       fail(r.name(key), "expected up to 256 printable characters, without spaces, '{' or '}'");
     }
     config.store_settings.redis_key_prefix = prefix;
+  } else if (key == "redis_replay_cache") {
+    config.store_settings.redis_replay_cache =
+        static_cast<std::size_t>(r.integer(node, key, 0, 10'000'000));
   } else if (key == "redis_username") {
     config.store_settings.redis_username = r.string(node, key);
   } else if (key == "redis_password") {

@@ -65,6 +65,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
     auto options = parse_redis_url(spec);
     if (!options) throw error(options.error().message);
     options->key_prefix = settings.redis_key_prefix;
+    options->replay_cache = settings.redis_replay_cache;
     if (settings.redis_password) {
       options->password = *settings.redis_password;
       options->username = settings.redis_username;

@@ -34,6 +34,10 @@ struct RedisStoreOptions {
   /// Redis's own TTL is only the garbage collector: records expire logically at expires_at
   /// by `clock`, and Redis drops them `expiry_slack` later. See docs/redis-store.md.
   Duration expiry_slack = std::chrono::minutes(1);
+  /// Completed records kept in this process, so that retries of a completed request are
+  /// answered without a round trip; Redis tells the store when any of them is removed
+  /// (client-side caching, see docs/redis-store.md). Two more connections when not 0.
+  std::size_t replay_cache = 10'000;
   /// make_redis_store() waits up to connect_timeout for the first connection, so that the
   /// first requests do not fail while it is being set up. It returns either way. (Not on
   /// an external executor: see redis_store_asio.hpp.)
@@ -49,7 +53,8 @@ Result<RedisStoreOptions> parse_redis_url(std::string_view url, RedisStoreOption
 /// The Redis store: many gateway instances share one Redis and see one truth. Every
 /// operation is one atomic Lua script (one round trip), pipelined over a small pool of
 /// connections on the store's own I/O thread (or an executor of the caller's, see
-/// redis_store_asio.hpp), where all callbacks run. While Redis is
+/// redis_store_asio.hpp), where all callbacks run, except those of claims answered from
+/// the replay cache: those run before claim() returns. While Redis is
 /// unreachable, operations fail at once with Errc::store_unavailable, and a command that is
 /// not answered within command_timeout fails with Errc::timeout; the store reconnects by
 /// itself with capped exponential backoff. Thread-safe.

@@ -34,6 +34,12 @@ Client::Client(asio::any_io_executor executor, ClientOptions options)
   LinkOptions sub{options_.endpoint, options_.backoff_min, options_.backoff_max,
                   options_.handshake};
   sub.handshake.push_back(Command{"CLIENT", "SETNAME", "idem-watch"}.take());
+  if (options_.replay_cache) {
+    tracking_ = std::make_shared<Tracking>(strand_,
+                                           LinkOptions{options_.endpoint, options_.backoff_min,
+                                                       options_.backoff_max, options_.handshake},
+                                           options_.replay_cache);
+  }
   watches_ = std::make_shared<Watches>(strand_, std::move(sub), options_.endpoint.command_timeout,
                                        options_.channel_of);
 }
@@ -56,6 +62,7 @@ void Client::start() {
     self->watches_->start([weak] {
       if (auto s = weak.lock()) s->mark_up(false);
     });
+    if (self->tracking_) self->tracking_->start();
   });
 }
 
@@ -63,6 +70,7 @@ void Client::stop(Error why, std::function<void()> done) {
   post([self = shared_from_this(), why = std::move(why), done = std::move(done)] {
     for (auto& link : self->pool_) link->stop(why);
     self->watches_->stop(why);
+    if (self->tracking_) self->tracking_->stop(why);
     self->settle();
     done();
   });
@@ -87,6 +95,7 @@ void Client::stop_if_closing() {
   closing_.reset();
   for (auto& link : pool_) link->stop(closing.why);
   watches_->stop(closing.why);
+  if (tracking_) tracking_->stop(closing.why);
   settle();
   closing.done();
 }
@@ -159,6 +168,11 @@ void Client::eval(Script s, const RecordId& id, std::string wire, ReplyHandler d
     };
     if (!self->watches_->park(id, op)) self->run_or_wait(std::move(op));
   });
+}
+
+void Client::cache(std::string key) {
+  if (!tracking_) return;
+  post([self = shared_from_this(), key = std::move(key)] { self->tracking_->fill(key); });
 }
 
 void Client::send(std::vector<std::string> wires, ReplyHandler done) {

@@ -17,7 +17,9 @@
 #include "idem/digest.hpp"
 #include "idem/store.hpp"
 #include "stores/redis/link.hpp"
+#include "stores/redis/replay_cache.hpp"
 #include "stores/redis/scripts.hpp"
+#include "stores/redis/tracking.hpp"
 #include "stores/redis/watches.hpp"
 
 namespace idem::redis {
@@ -29,6 +31,8 @@ struct ClientOptions {
   Duration backoff_min{50};
   Duration backoff_max{1000};
   Watches::ChannelOf channel_of;
+  /// Completed records read back for replays (tracking.hpp); none: no cache, no tracking.
+  std::shared_ptr<ReplayCache> replay_cache;
 };
 
 class Client : public std::enable_shared_from_this<Client> {
@@ -59,6 +63,9 @@ class Client : public std::enable_shared_from_this<Client> {
     return watches_->watch(id, std::move(changed));
   }
 
+  /// Any thread: reads the record under `key` into the replay cache, if there is one.
+  void cache(std::string key);
+
  private:
   Connection* pick();
   Error down_error() const;
@@ -72,6 +79,7 @@ class Client : public std::enable_shared_from_this<Client> {
   ClientOptions options_;
   std::vector<std::shared_ptr<Link>> pool_;
   std::shared_ptr<Watches> watches_;
+  std::shared_ptr<Tracking> tracking_;  ///< with a replay cache only
   struct Closing {
     Error why;
     std::function<void()> done;

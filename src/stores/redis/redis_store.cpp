@@ -126,6 +126,10 @@ class RedisStoreImpl final : public RedisStore {
     c.channel_of = [prefix = options_.key_prefix, db = options_.db](const RecordId& id) {
       return channel_name(prefix, db, id);
     };
+    if (options_.replay_cache > 0) {
+      cache_ = std::make_shared<redis::ReplayCache>(options_.replay_cache);
+      c.replay_cache = cache_;
+    }
     client_ =
         std::make_shared<Client>(executor ? *executor : runtime_->io.get_executor(), std::move(c));
     if (runtime_) runtime_->thread = std::thread([rt = runtime_.get()] { rt->io.run(); });
@@ -186,6 +190,7 @@ class RedisStoreImpl final : public RedisStore {
   std::unique_ptr<Runtime> runtime_;
   std::shared_ptr<Client> client_;
   std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
+  std::shared_ptr<redis::ReplayCache> cache_;  ///< none when options_.replay_cache is 0
   std::atomic<bool> closed_{false};
 };
 
@@ -238,6 +243,14 @@ Command RedisStoreImpl::evalsha(Script s, std::initializer_list<std::string_view
 void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
   if (refused(done)) return;
   const TimePoint now = clock_->now();
+  std::string key = key_of(req.id);
+  if (cache_) {
+    if (std::optional<Record> kept = cache_->find(key, now)) {
+      ClaimOutcome out;
+      out.existing = std::move(kept);
+      return done(std::move(out));
+    }
+  }
   Record fresh;
   fresh.state = RecordState::in_flight;
   fresh.fingerprint = req.fingerprint;
@@ -257,8 +270,8 @@ void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
       static_cast<unsigned char>(encoded[5]) != fingerprint_size) {
     return done(Error{Errc::invalid_argument, "redis store: record codec layout changed"});
   }
-  Command cmd = evalsha(Script::claim, {key_of(req.id), options_.key_prefix + "token"}, 5, now,
-                        encoded.size() + 256);
+  Command cmd =
+      evalsha(Script::claim, {key, options_.key_prefix + "token"}, 5, now, encoded.size() + 256);
   cmd.arg(encoded);
   cmd.arg(req.take_over_expired ? "1" : "0");
   cmd.arg(seed);
@@ -266,7 +279,8 @@ void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
   cmd.arg(to_ms(fresh.expires_at));
   client_->eval(
       Script::claim, req.id, std::move(cmd).take(),
-      [counters = counters_, done = std::move(done)](Result<Reply> r) {
+      [counters = counters_, client = cache_ ? client_ : nullptr, key = std::move(key),
+       done = std::move(done)](Result<Reply> r) mutable {
         if (!r) return done(r.error());
         const redisReply& reply = **r;
         if (redis::is_error(reply)) return done(reply_error(reply));
@@ -278,6 +292,8 @@ void RedisStoreImpl::claim(ClaimRequest req, Callback<ClaimOutcome> done) {
           if (reply.element[1]->type != REDIS_REPLY_STRING) return done(malformed("claim"));
           auto rec = decode_record(as_string(*reply.element[1]));
           if (!rec) return done(rec.error());
+          // Retried once: likely again. The next retries are answered here.
+          if (client && rec->state == RecordState::completed) client->cache(std::move(key));
           out.existing = std::move(*rec);
           return done(std::move(out));
         }
@@ -358,6 +374,8 @@ void RedisStoreImpl::get(const RecordId& id, Callback<std::optional<Record>> don
 
 void RedisStoreImpl::erase(const RecordId& id, Callback<bool> done) {
   if (refused(done)) return;
+  // Redis tells the other instances; this one must not wait for that.
+  if (cache_) cache_->invalidate(key_of(id));
   Command cmd = evalsha(Script::erase, {key_of(id)}, 1, clock_->now());
   cmd.arg(channel_of(id));
   client_->eval(Script::erase, id, std::move(cmd).take(),

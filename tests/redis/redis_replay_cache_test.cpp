@@ -1,0 +1,242 @@
+// The Redis store's replay cache: retries of a completed request answered in this process,
+// and every way a record can go (an erase here or on another instance, a DEL or FLUSHDB in
+// Redis) reaching the cache through Redis's client-side caching, or emptying it when the
+// invalidations cannot arrive.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "idem/redis_store.hpp"
+#include "redis/redis_test_support.hpp"
+#include "stores/redis/replay_cache.hpp"
+
+namespace idem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+class RedisReplayCacheTest : public StoreConformanceTest {
+ protected:
+  void SetUp() override {
+    clock_ = std::make_shared<ManualClock>();
+    prefix_ = fresh_prefix();
+    store_ = make();
+    ASSERT_NE(store_, nullptr);
+  }
+  std::shared_ptr<RedisStore> make(std::size_t replay_cache = 10'000) {
+    RedisStoreOptions o = redis_options(shared_redis().port(), prefix_, clock_);
+    o.replay_cache = replay_cache;
+    return redis_store(o);
+  }
+  std::string key_of(std::string_view name) const { return prefix_ + "{" + id(name).hex() + "}"; }
+
+  Result<ClaimOutcome> claim_on(Store& s, std::string_view name) {
+    auto out = await<ClaimOutcome>([&](auto cb) { s.claim(request(name), cb); });
+    if (out) return std::move(*out);
+    ADD_FAILURE() << "no answer to a claim";
+    return Error{Errc::timeout, "no callback"};
+  }
+  /// Retries `name` on `s` until one costs no EVALSHA (the cache answered it), for up to 2 s.
+  bool until_cached(Store& s, std::string_view name) {
+    const auto deadline = Clock::now() + 2s;
+    while (Clock::now() < deadline) {
+      const long before = probe_.calls("evalsha");
+      auto out = claim_on(s, name);
+      if (!out || out->acquired) return false;
+      if (probe_.calls("evalsha") == before) return true;
+      std::this_thread::sleep_for(2ms);
+    }
+    return false;
+  }
+  /// Claims `name` on `s` until one acquires: the record's removal reached s. Within `limit`.
+  bool acquires_within(Store& s, std::string_view name, std::chrono::milliseconds limit) {
+    const auto deadline = Clock::now() + limit;
+    do {
+      auto out = claim_on(s, name);
+      if (out && out->acquired) return true;
+      std::this_thread::sleep_for(1ms);
+    } while (Clock::now() < deadline);
+    return false;
+  }
+  void completed(std::string_view name, std::string body = "{\"id\":7}") {
+    ASSERT_EQ(*complete(name, acquire(request(name)), response(201, std::move(body))),
+              TokenCheck::ok);
+  }
+  /// Closes the connection Redis knows by `name` (CLIENT SETNAME) as if it had failed.
+  void kill_client(const std::string& name) {
+    const std::string list = probe_.run({"CLIENT", "LIST"});
+    const auto at = list.find("name=" + name + " ");
+    ASSERT_NE(at, std::string::npos) << list;
+    const auto line = list.rfind('\n', at);
+    const auto id_at = list.find("id=", line == std::string::npos ? 0 : line) + 3;
+    const std::string client_id = list.substr(id_at, list.find(' ', id_at) - id_at);
+    ASSERT_EQ(probe_.run({"CLIENT", "KILL", "ID", client_id}), "1");
+  }
+
+  std::string prefix_;
+  RedisProbe probe_{shared_redis().port()};
+};
+
+TEST_F(RedisReplayCacheTest, RetriesOfACompletedRequestCostNoRoundTrip) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  const long before = probe_.calls("evalsha");
+  for (int i = 0; i < 20; ++i) {
+    auto out = claim(request("k"));
+    ASSERT_TRUE(out.has_value() && out->existing.has_value());
+    EXPECT_EQ(out->existing->state, RecordState::completed);
+    ASSERT_TRUE(out->existing->response.has_value());
+    EXPECT_EQ(out->existing->response->status, 201);
+    EXPECT_EQ(out->existing->response->body, "{\"id\":7}");
+  }
+  EXPECT_EQ(probe_.calls("evalsha"), before);
+  // A retry with another payload is still told of the record, to be answered 422.
+  auto reused = claim(request("k", "another fingerprint"));
+  ASSERT_TRUE(reused.has_value() && reused->existing.has_value());
+  EXPECT_EQ(reused->existing->fingerprint, fingerprint("fp"));
+  EXPECT_EQ(probe_.calls("evalsha"), before);
+}
+
+TEST_F(RedisReplayCacheTest, AnEraseHereIsSeenAtOnce) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  ASSERT_TRUE(*erase("k"));
+  auto out = claim(request("k"));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->acquired);
+}
+
+TEST_F(RedisReplayCacheTest, AnEraseOnAnotherInstanceReachesTheCache) {
+  auto other = make();
+  ASSERT_NE(other, nullptr);
+  completed("k");
+  ASSERT_TRUE(until_cached(*other, "k"));
+  ASSERT_TRUE(*erase("k"));
+  EXPECT_TRUE(acquires_within(*other, "k", 1000ms));
+}
+
+TEST_F(RedisReplayCacheTest, ADeleteInRedisReachesTheCache) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
+  EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
+}
+
+TEST_F(RedisReplayCacheTest, AFlushOfTheDatabaseEmptiesTheCache) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  ASSERT_EQ(probe_.run({"FLUSHDB"}), "OK");
+  EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
+}
+
+TEST_F(RedisReplayCacheTest, ExpiredRecordsAreNotAnsweredFromTheCache) {
+  ASSERT_EQ(*complete("k", acquire(request("k")), response(), 10s), TokenCheck::ok);
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  clock_->advance(11s);
+  auto out = claim(request("k"));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->acquired);
+}
+
+// While the invalidations cannot arrive, a removal would go unseen: the cache must empty
+// and stay out of use until both connections are back and tracking again.
+TEST_F(RedisReplayCacheTest, LosingTheInvalidationsEmptiesTheCacheUntilTheyAreBack) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  kill_client("idem-invalidations");
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");  // its invalidation has nowhere to go
+  auto out = claim(request("k"));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->acquired) << "answered from a cache that missed a removal";
+  ASSERT_EQ(*complete("k", out->fencing_token), TokenCheck::ok);
+  EXPECT_TRUE(until_cached(*store_, "k")) << "the cache did not come back";
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
+  EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
+}
+
+TEST_F(RedisReplayCacheTest, LosingTheTrackedReaderEmptiesTheCacheUntilItIsBack) {
+  completed("k");
+  ASSERT_TRUE(until_cached(*store_, "k"));
+  kill_client("idem-cache-reader");
+  std::this_thread::sleep_for(20ms);
+  // Its tracking went with it: Redis would not report this removal.
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
+  auto out = claim(request("k"));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->acquired) << "answered from a cache whose reads are no longer tracked";
+  ASSERT_EQ(*complete("k", out->fencing_token), TokenCheck::ok);
+  EXPECT_TRUE(until_cached(*store_, "k")) << "the cache did not come back";
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
+  EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
+}
+
+TEST_F(RedisReplayCacheTest, OffEveryRetryReachesRedis) {
+  store_ = make(0);
+  completed("k");
+  for (int i = 0; i < 5; ++i) {
+    const long before = probe_.calls("evalsha");
+    auto out = claim(request("k"));
+    ASSERT_TRUE(out.has_value() && out->existing.has_value());
+    EXPECT_EQ(probe_.calls("evalsha"), before + 1);
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(probe_.run({"CLIENT", "LIST"}).find("idem-invalidations"), std::string::npos);
+}
+
+// The cache on its own: the races between a read and an invalidation, and its bound.
+TEST(ReplayCacheTest, AnInvalidationThatOvertakesTheReadDropsIt) {
+  redis::ReplayCache cache(10);
+  cache.set_active(true);
+  Record completed;
+  completed.state = RecordState::completed;
+  completed.expires_at = TimePoint::max();
+  const auto epoch = cache.begin_fill("k");
+  ASSERT_TRUE(epoch.has_value());
+  EXPECT_FALSE(cache.begin_fill("k").has_value()) << "one read at a time";
+  cache.invalidate("k");
+  cache.finish_fill("k", *epoch, completed);
+  EXPECT_FALSE(cache.find("k", TimePoint{}).has_value());
+
+  const auto again = cache.begin_fill("k");
+  ASSERT_TRUE(again.has_value());
+  cache.set_active(true);  // what losing and regaining the invalidations does
+  cache.finish_fill("k", *again, completed);
+  EXPECT_FALSE(cache.find("k", TimePoint{}).has_value());
+
+  const auto third = cache.begin_fill("k");
+  cache.finish_fill("k", *third, completed);
+  EXPECT_TRUE(cache.find("k", TimePoint{}).has_value());
+  cache.set_active(false);
+  EXPECT_FALSE(cache.find("k", TimePoint{}).has_value());
+  EXPECT_FALSE(cache.begin_fill("k").has_value());
+}
+
+TEST(ReplayCacheTest, KeepsOnlyCompletedRecordsAndAtMostItsCapacity) {
+  redis::ReplayCache cache(3);
+  cache.set_active(true);
+  Record in_flight;
+  const auto e = cache.begin_fill("in-flight");
+  cache.finish_fill("in-flight", *e, in_flight);
+  EXPECT_FALSE(cache.find("in-flight", TimePoint{}).has_value());
+  Record completed;
+  completed.state = RecordState::completed;
+  completed.expires_at = TimePoint::max();
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 5; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      if (auto epoch = cache.begin_fill(key)) cache.finish_fill(key, *epoch, completed);
+      if (i % 2 == 0) cache.invalidate(key);
+      EXPECT_LE(cache.size(), 3u);
+    }
+  }
+  EXPECT_TRUE(cache.find("k3", TimePoint{}).has_value());
+}
+
+}  // namespace
+}  // namespace idem::testing
