@@ -38,6 +38,8 @@ struct RedisStoreOptions {
   /// answered without a round trip; Redis tells the store when any of them is removed
   /// (client-side caching, see docs/redis-store.md). Two more connections when not 0.
   std::size_t replay_cache = 10'000;
+  /// ... and at most this many bytes of them; a response over an eighth of it is not kept.
+  std::size_t replay_cache_bytes = std::size_t{64} << 20;
   /// make_redis_store() waits up to connect_timeout for the first connection, so that the
   /// first requests do not fail while it is being set up. It returns either way. (Not on
   /// an external executor: see redis_store_asio.hpp.)

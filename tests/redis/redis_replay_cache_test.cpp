@@ -191,7 +191,7 @@ TEST_F(RedisReplayCacheTest, OffEveryRetryReachesRedis) {
 
 // The cache on its own: the races between a read and an invalidation, and its bound.
 TEST(ReplayCacheTest, AnInvalidationThatOvertakesTheReadDropsIt) {
-  redis::ReplayCache cache(10);
+  redis::ReplayCache cache(10, 1 << 20);
   cache.set_active(true);
   Record completed;
   completed.state = RecordState::completed;
@@ -218,7 +218,7 @@ TEST(ReplayCacheTest, AnInvalidationThatOvertakesTheReadDropsIt) {
 }
 
 TEST(ReplayCacheTest, KeepsOnlyCompletedRecordsAndAtMostItsCapacity) {
-  redis::ReplayCache cache(3);
+  redis::ReplayCache cache(3, 1 << 20);
   cache.set_active(true);
   Record in_flight;
   const auto e = cache.begin_fill("in-flight");
@@ -236,6 +236,29 @@ TEST(ReplayCacheTest, KeepsOnlyCompletedRecordsAndAtMostItsCapacity) {
     }
   }
   EXPECT_TRUE(cache.find("k3", TimePoint{}).has_value());
+}
+
+TEST(ReplayCacheTest, KeepsAtMostItsBytes) {
+  constexpr std::size_t kMax = 64 * 1024;
+  redis::ReplayCache cache(1000, kMax);
+  cache.set_active(true);
+  Record completed;
+  completed.state = RecordState::completed;
+  completed.expires_at = TimePoint::max();
+  completed.response.emplace().body.assign(3000, 'x');
+  for (int i = 0; i < 100; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const auto epoch = cache.begin_fill(key);
+    ASSERT_TRUE(epoch.has_value());
+    cache.finish_fill(key, *epoch, completed);
+    EXPECT_LE(cache.bytes(), kMax);
+    EXPECT_TRUE(cache.find(key, TimePoint{}).has_value()) << "the newest is kept";
+  }
+  EXPECT_GE(cache.size(), 15u);
+  completed.response->body.assign(kMax / 8, 'x');  // over an eighth with the rest
+  const auto epoch = cache.begin_fill("big");
+  cache.finish_fill("big", *epoch, completed);
+  EXPECT_FALSE(cache.find("big", TimePoint{}).has_value());
 }
 
 }  // namespace

@@ -27,7 +27,10 @@ namespace idem::redis {
 
 class ReplayCache {
  public:
-  explicit ReplayCache(std::size_t capacity) : capacity_(capacity) {}
+  /// At most `capacity` records and `max_bytes` of their responses; a record whose
+  /// response takes more than an eighth of max_bytes is not kept.
+  ReplayCache(std::size_t capacity, std::size_t max_bytes)
+      : capacity_(capacity), max_bytes_(max_bytes) {}
 
   /// Any thread: the completed record under `key`, unexpired at `now`, if kept.
   std::optional<Record> find(const std::string& key, TimePoint now);
@@ -45,18 +48,26 @@ class ReplayCache {
   void set_active(bool active);
 
   std::size_t size();
+  std::size_t bytes();
 
  private:
   struct Slot {
     std::optional<Record> record;  ///< none while pending
     std::uint64_t epoch = 0;
+    std::size_t bytes = 0;
   };
+  using Slots = std::unordered_map<std::string, Slot>;
+
+  void erase(Slots::iterator it);
+  void evict_oldest();
 
   const std::size_t capacity_;
+  const std::size_t max_bytes_;
+  std::size_t bytes_ = 0;
   std::mutex mutex_;
   bool active_ = false;
   std::uint64_t epoch_ = 0;  ///< moves on at every set_active: older fills are dropped
-  std::unordered_map<std::string, Slot> slots_;
+  Slots slots_;
   std::deque<std::string> order_;  ///< oldest first, for eviction; may name removed keys
 };
 
