@@ -75,7 +75,11 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
       }
       options->username = settings.redis_username;
     }
-    auto made = make_redis_store(*options);
+    // This store serves start-up, the admin API and /readyz, never a retry: no replay cache
+    // (and so no connections for one). Each worker's store has its own.
+    RedisStoreOptions shared = *options;
+    shared.replay_cache = 0;
+    auto made = make_redis_store(shared);
     if (!made) throw error(made.error().message);
     std::shared_ptr<RedisStore> store = *made;
     std::string where(origin);
