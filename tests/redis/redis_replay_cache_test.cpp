@@ -20,21 +20,8 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-class RedisReplayCacheTest : public StoreConformanceTest {
+class RedisReplayCacheTest : public RedisStoreTest {
  protected:
-  void SetUp() override {
-    clock_ = std::make_shared<ManualClock>();
-    prefix_ = fresh_prefix();
-    store_ = make();
-    ASSERT_NE(store_, nullptr);
-  }
-  std::shared_ptr<RedisStore> make(std::size_t replay_cache = 10'000) {
-    RedisStoreOptions o = redis_options(shared_redis().port(), prefix_, clock_);
-    o.replay_cache = replay_cache;
-    return redis_store(o);
-  }
-  std::string key_of(std::string_view name) const { return prefix_ + "{" + id(name).hex() + "}"; }
-
   Result<ClaimOutcome> claim_on(Store& s, std::string_view name) {
     auto out = await<ClaimOutcome>([&](auto cb) { s.claim(request(name), cb); });
     if (out) return std::move(*out);
@@ -77,8 +64,8 @@ class RedisReplayCacheTest : public StoreConformanceTest {
     const std::string client_id = list.substr(id_at, list.find(' ', id_at) - id_at);
     ASSERT_EQ(probe_.run({"CLIENT", "KILL", "ID", client_id}), "1");
   }
+  void check_losing(const std::string& connection);
 
-  std::string prefix_;
   RedisProbe probe_{shared_redis().port()};
 };
 
@@ -143,14 +130,15 @@ TEST_F(RedisReplayCacheTest, ExpiredRecordsAreNotAnsweredFromTheCache) {
   EXPECT_TRUE(out->acquired);
 }
 
-// While the invalidations cannot arrive, a removal would go unseen: the cache must empty
-// and stay out of use until both connections are back and tracking again.
-TEST_F(RedisReplayCacheTest, LosingTheInvalidationsEmptiesTheCacheUntilTheyAreBack) {
+// While the invalidations cannot arrive, or the reads are no longer tracked, a removal
+// would go unseen: the cache must empty and stay out of use until both connections are back
+// and tracking again.
+void RedisReplayCacheTest::check_losing(const std::string& connection) {
   completed("k");
   ASSERT_TRUE(until_cached(*store_, "k"));
-  kill_client("idem-invalidations");
+  kill_client(connection);
   std::this_thread::sleep_for(20ms);
-  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");  // its invalidation has nowhere to go
+  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");  // Redis cannot report this one
   auto out = claim(request("k"));
   ASSERT_TRUE(out.has_value());
   EXPECT_TRUE(out->acquired) << "answered from a cache that missed a removal";
@@ -160,24 +148,16 @@ TEST_F(RedisReplayCacheTest, LosingTheInvalidationsEmptiesTheCacheUntilTheyAreBa
   EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
 }
 
+TEST_F(RedisReplayCacheTest, LosingTheInvalidationsEmptiesTheCacheUntilTheyAreBack) {
+  check_losing("idem-invalidations");
+}
+
 TEST_F(RedisReplayCacheTest, LosingTheTrackedReaderEmptiesTheCacheUntilItIsBack) {
-  completed("k");
-  ASSERT_TRUE(until_cached(*store_, "k"));
-  kill_client("idem-cache-reader");
-  std::this_thread::sleep_for(20ms);
-  // Its tracking went with it: Redis would not report this removal.
-  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
-  auto out = claim(request("k"));
-  ASSERT_TRUE(out.has_value());
-  EXPECT_TRUE(out->acquired) << "answered from a cache whose reads are no longer tracked";
-  ASSERT_EQ(*complete("k", out->fencing_token), TokenCheck::ok);
-  EXPECT_TRUE(until_cached(*store_, "k")) << "the cache did not come back";
-  ASSERT_EQ(probe_.run({"DEL", key_of("k")}), "1");
-  EXPECT_TRUE(acquires_within(*store_, "k", 1000ms));
+  check_losing("idem-cache-reader");
 }
 
 TEST_F(RedisReplayCacheTest, OffEveryRetryReachesRedis) {
-  store_ = make(0);
+  store_ = make(0, 0);  // no replay cache
   completed("k");
   for (int i = 0; i < 5; ++i) {
     const long before = probe_.calls("evalsha");

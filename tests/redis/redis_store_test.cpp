@@ -31,22 +31,6 @@ INSTANTIATE_TEST_SUITE_P(Redis, StoreConformanceTest,
                              }}),
                          StoreFactory::name_of);
 
-class RedisStoreTest : public StoreConformanceTest {
- protected:
-  void SetUp() override {
-    clock_ = std::make_shared<ManualClock>();
-    prefix_ = fresh_prefix();
-    store_ = make();
-    ASSERT_NE(store_, nullptr);
-  }
-  std::shared_ptr<RedisStore> make(std::uint16_t port = 0) {
-    return redis_store(redis_options(port ? port : shared_redis().port(), prefix_, clock_));
-  }
-  std::string key_of(std::string_view name) const { return prefix_ + "{" + id(name).hex() + "}"; }
-
-  std::string prefix_;
-};
-
 TEST_F(RedisStoreTest, OneEvalshaPerClaimCompleteAndReplay) {
   RedisProbe probe(shared_redis().port());
   ASSERT_EQ(probe.run({"CONFIG", "RESETSTAT"}), "OK");

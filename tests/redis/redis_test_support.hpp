@@ -40,4 +40,25 @@ inline std::shared_ptr<RedisStore> redis_store(const RedisStoreOptions& o) {
   return std::move(*store);
 }
 
+/// A store on the process's test server under a key prefix of its own; make() makes more
+/// instances that share it, as gateways share one Redis.
+class RedisStoreTest : public StoreConformanceTest {
+ protected:
+  void SetUp() override {
+    clock_ = std::make_shared<ManualClock>();
+    prefix_ = fresh_prefix();
+    store_ = make();
+    ASSERT_NE(store_, nullptr);
+  }
+  std::shared_ptr<RedisStore> make(std::uint16_t port = 0,
+                                   std::size_t replay_cache = RedisStoreOptions{}.replay_cache) {
+    RedisStoreOptions o = redis_options(port ? port : shared_redis().port(), prefix_, clock_);
+    o.replay_cache = replay_cache;
+    return redis_store(o);
+  }
+  std::string key_of(std::string_view name) const { return prefix_ + "{" + id(name).hex() + "}"; }
+
+  std::string prefix_;
+};
+
 }  // namespace idem::testing
