@@ -127,8 +127,8 @@ class RedisStoreImpl final : public RedisStore {
       return channel_name(prefix, db, id);
     };
     if (options_.replay_cache > 0) {
-      cache_ = std::make_shared<redis::ReplayCache>(options_.replay_cache,
-                                                    options_.replay_cache_bytes);
+      cache_ =
+          std::make_shared<redis::ReplayCache>(options_.replay_cache, options_.replay_cache_bytes);
       c.replay_cache = cache_;
     }
     client_ =
