@@ -111,6 +111,11 @@ class MemoryStore final : public Store, public std::enable_shared_from_this<Memo
   void sweep(Shard& s, TimePoint now, std::size_t budget);
   /// The record's entry, or null.
   Entry* find_live(Shard& s, const RecordId& id, TimePoint now);
+  /// The entry of the in-flight record whose lease `token` holds, or null (stale).
+  Entry* find_held(Shard& s, const RecordId& id, std::uint64_t token, TimePoint now) {
+    Entry* e = find_live(s, id, now);
+    return e && e->state == RecordState::in_flight && e->fencing_token == token ? e : nullptr;
+  }
   void remove(Shard& s, const RecordId& id, Entry& e);
   Entry& insert(Shard& s, const RecordId& id);  ///< only when id is absent
   void requeue(Shard& s, Entry& e, const RecordId& id, Duration lifetime);
@@ -300,8 +305,8 @@ void MemoryStore::complete(const RecordId& id, std::uint64_t token, StoredRespon
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  Entry* found = find_live(s, id, now);
-  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
+  Entry* found = find_held(s, id, token, now);
+  if (found == nullptr) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
@@ -325,8 +330,8 @@ void MemoryStore::release(const RecordId& id, std::uint64_t token, Callback<Toke
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  Entry* found = find_live(s, id, now);
-  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
+  Entry* found = find_held(s, id, token, now);
+  if (found == nullptr) {
     lock.unlock();
     done(TokenCheck::stale);
     return;
@@ -344,8 +349,8 @@ void MemoryStore::renew(const RecordId& id, std::uint64_t token, Duration lease,
   Shard& s = shard_for(id);
   std::unique_lock lock(s.mutex);
   sweep(s, now, kSweepBudget);
-  Entry* found = find_live(s, id, now);
-  if (found == nullptr || found->state != RecordState::in_flight || found->fencing_token != token) {
+  Entry* found = find_held(s, id, token, now);
+  if (found == nullptr) {
     lock.unlock();
     done(TokenCheck::stale);
     return;

@@ -20,8 +20,10 @@ std::string script_load(Script s) { return Command{"SCRIPT", "LOAD", script(s).b
 
 Client::Client(asio::any_io_executor executor, ClientOptions options)
     : strand_(asio::make_strand(std::move(executor))), options_(std::move(options)) {
-  LinkOptions pool{options_.endpoint, options_.backoff_min, options_.backoff_max,
-                   options_.handshake};
+  // Every connection starts as this one; each kind adds to its handshake.
+  const LinkOptions base{options_.endpoint, options_.backoff_min, options_.backoff_max,
+                         options_.handshake};
+  LinkOptions pool = base;
   // Every connection loads the scripts: cheap (Redis keeps one copy by SHA), and a Redis
   // that restarted empty has them again before the first EVALSHA on the new connection.
   for (std::size_t i = 0; i < static_cast<std::size_t>(Script::kCount); ++i) {
@@ -31,14 +33,10 @@ Client::Client(asio::any_io_executor executor, ClientOptions options)
   for (std::size_t i = 0; i < std::max<std::size_t>(options_.pool_size, 1); ++i) {
     pool_.push_back(std::make_shared<Link>(strand_, pool));
   }
-  LinkOptions sub{options_.endpoint, options_.backoff_min, options_.backoff_max,
-                  options_.handshake};
+  LinkOptions sub = base;
   sub.handshake.push_back(Command{"CLIENT", "SETNAME", "idem-watch"}.take());
   if (options_.replay_cache) {
-    tracking_ = std::make_shared<Tracking>(strand_,
-                                           LinkOptions{options_.endpoint, options_.backoff_min,
-                                                       options_.backoff_max, options_.handshake},
-                                           options_.replay_cache);
+    tracking_ = std::make_shared<Tracking>(strand_, base, options_.replay_cache);
   }
   watches_ = std::make_shared<Watches>(strand_, std::move(sub), options_.endpoint.command_timeout,
                                        options_.channel_of);

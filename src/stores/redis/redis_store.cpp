@@ -375,9 +375,10 @@ void RedisStoreImpl::get(const RecordId& id, Callback<std::optional<Record>> don
 
 void RedisStoreImpl::erase(const RecordId& id, Callback<bool> done) {
   if (refused(done)) return;
+  const std::string key = key_of(id);
   // Redis tells the other instances; this one must not wait for that.
-  if (cache_) cache_->invalidate(key_of(id));
-  Command cmd = evalsha(Script::erase, {key_of(id)}, 1, clock_->now());
+  if (cache_) cache_->invalidate(key);
+  Command cmd = evalsha(Script::erase, {key}, 1, clock_->now());
   cmd.arg(channel_of(id));
   client_->eval(Script::erase, id, std::move(cmd).take(),
                 [counters = counters_, done = std::move(done)](Result<Reply> r) {

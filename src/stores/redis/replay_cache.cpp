@@ -94,6 +94,16 @@ void ReplayCache::invalidate(std::string_view key) {
 void ReplayCache::set_active(bool active) {
   std::lock_guard lock(mutex_);
   active_ = active;
+  drop_all();
+}
+
+void ReplayCache::clear() {
+  std::lock_guard lock(mutex_);
+  drop_all();
+}
+
+// Fills under way belong to the old epoch: their replies are not kept.
+void ReplayCache::drop_all() {
   ++epoch_;
   slots_.clear();
   order_.clear();

@@ -46,6 +46,8 @@ class ReplayCache {
   void invalidate(std::string_view key);
   /// Drops everything; while inactive nothing is filled or found.
   void set_active(bool active);
+  /// Drops everything, active or not.
+  void clear();
 
   std::size_t size();
   std::size_t bytes();
@@ -59,6 +61,7 @@ class ReplayCache {
   using Slots = std::unordered_map<std::string, Slot>;
 
   void erase(Slots::iterator it);
+  void drop_all();
   void evict_oldest();
 
   const std::size_t capacity_;

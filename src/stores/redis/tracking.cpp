@@ -93,7 +93,7 @@ void Tracking::on_push(Reply reply) {
     }
     return;
   }
-  cache_->set_active(active_);  // a null list: FLUSHDB or FLUSHALL, everything goes
+  cache_->clear();  // a null list: FLUSHDB or FLUSHALL, everything goes
 }
 
 void Tracking::enable_tracking(Connection& conn, long long redirect) {
