@@ -9,6 +9,8 @@
 
 #include "idem/lmdb_store.hpp"
 
+#include <sched.h>
+
 #include <thread>
 #include <utility>
 
@@ -34,12 +36,29 @@ class LmdbWatch final : public Watch {
   std::shared_ptr<detail::WatchState> state_;
 };
 
+// The writer and the syncer ask the kernel not to preempt the thread that woke them.
+// Otherwise, on a busy core, each operation the event loop queues switches to the writer
+// at once, which commits it alone and switches back: a context switch or two per
+// operation. Waiting until the loop has run out of work makes one commit carry what the
+// loop queued meanwhile (docs/durable-store.md, "Threads"). Best effort: a refusal only
+// costs that.
+void batch_scheduling() {
+  sched_param param{};
+  ::sched_setscheduler(0, SCHED_BATCH, &param);
+}
+
 class LmdbStoreImpl final : public LmdbStore {
  public:
   explicit LmdbStoreImpl(std::shared_ptr<Core> core)
       : core_(std::move(core)),
-        writer_([core = core_] { core->run(); }),
-        syncer_([core = core_] { core->run_syncer(); }) {}
+        writer_([core = core_] {
+          batch_scheduling();
+          core->run();
+        }),
+        syncer_([core = core_] {
+          batch_scheduling();
+          core->run_syncer();
+        }) {}
 
   ~LmdbStoreImpl() override {
     core_->request_stop();
