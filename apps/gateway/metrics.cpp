@@ -190,6 +190,11 @@ std::string render_metrics(const MetricsContext& c) {
   gauge_line(out, "idem_events_suppressed_total",
              "Event log lines dropped by the per-record rate limit.", "counter",
              static_cast<double>(c.events_suppressed));
+  if (c.replay_caches_active) {
+    gauge_line(out, "idem_redis_replay_cache_active",
+               "Workers whose Redis replay cache answers retries now (the log says why not).",
+               "gauge", *c.replay_caches_active);
+  }
   gauge_line(out, "idem_gateway_threads", "Event loops.", "gauge", c.threads);
   gauge_line(out, "idem_gateway_draining", "1 while draining after SIGTERM.", "gauge",
              c.draining ? 1 : 0);

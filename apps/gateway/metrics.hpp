@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -94,6 +95,8 @@ struct MetricsContext {
   double uptime_seconds;
   unsigned threads;
   bool draining;
+  /// Redis with a replay cache: workers whose cache answers retries now.
+  std::optional<int> replay_caches_active = std::nullopt;
 };
 
 /// Prometheus text exposition format 0.0.4.

@@ -116,6 +116,7 @@ struct Server::Impl {
   /// The store each worker's engine uses: `store`, or one on the worker's loop. Declared
   /// after `workers`, so destroyed before them: a store on a loop must go before its loop.
   std::vector<std::shared_ptr<Store>> worker_stores;
+  std::shared_ptr<std::atomic<int>> replay_caches_active;  ///< Redis with a replay cache
   std::vector<std::thread> threads;
   std::shared_ptr<Engine> admin_engine;
   std::unique_ptr<AdminServer> admin;
@@ -160,6 +161,7 @@ struct Server::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
         static_cast<unsigned>(workers.size()),
         draining.load()};
+    if (replay_caches_active) context.replay_caches_active = replay_caches_active->load();
     return render_metrics(context);
   }
 
@@ -272,6 +274,7 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
       s.config.store, origin_of(s.command_line.store, "--store", s.config.config_path, "store"),
       s.config.store_settings);
   s.store = handle.store;
+  s.replay_caches_active = handle.replay_caches_active;
   if (!s.config.secret.empty()) {
     s.secret = s.config.secret;
   } else if (handle.load_secret) {

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "config.hpp"
+#include "event_log.hpp"
 #include "idem/memory_store.hpp"
 #ifdef IDEM_GATEWAY_HAVE_LMDB
 #include "idem/lmdb_store.hpp"
@@ -14,6 +15,30 @@
 #endif
 
 namespace idem::gateway {
+
+#ifdef IDEM_GATEWAY_HAVE_REDIS
+namespace {
+
+// Keeps `active` (the workers whose caches answer) and says in the log when worker
+// `worker`'s cache starts or stops, and why: a cache Redis refuses to track for (an ACL)
+// would otherwise only show as retries that cost a round trip. On that worker's loop.
+RedisStoreOptions::OnReplayCacheState replay_cache_reporter(
+    std::shared_ptr<std::atomic<int>> active, int worker) {
+  return [active = std::move(active), worker, on = false](bool now_on,
+                                                          const std::string& why) mutable {
+    if (now_on != on) active->fetch_add(now_on ? 1 : -1, std::memory_order_relaxed);
+    on = now_on;
+    if (now_on) {
+      log::info("redis replay cache on", LogFields().add("worker", std::int64_t{worker}));
+    } else {
+      log::warn("redis replay cache off: retries of completed requests cost a round trip",
+                LogFields().add("worker", std::int64_t{worker}).add("reason", why));
+    }
+  };
+}
+
+}  // namespace
+#endif
 
 std::string default_store_spec() {
 #ifdef IDEM_GATEWAY_HAVE_LMDB
@@ -84,14 +109,18 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
     std::shared_ptr<RedisStore> store = *made;
     std::string where(origin);
     auto wait = options->connect_timeout + options->command_timeout + std::chrono::seconds(1);
-    auto for_loop = [options = *options](boost::asio::io_context& loop) {
+    auto active = options->replay_cache > 0 ? std::make_shared<std::atomic<int>>(0) : nullptr;
+    auto workers = std::make_shared<int>(0);
+    auto for_loop = [options = *options, active, workers](boost::asio::io_context& loop) mutable {
+      if (active) options.on_replay_cache_state = replay_cache_reporter(active, (*workers)++);
       auto made = make_redis_store(options, loop.get_executor());
       if (!made) throw std::runtime_error(made.error().message);  // checked above already
       std::shared_ptr<RedisStore> store = *made;
       return LoopStore{store, [store] { store->close([] {}); }};
     };
     return StoreHandle{
-        store, std::move(for_loop), [store, where, wait] {
+        store, std::move(for_loop),
+        [store, where, wait] {
           // Start-up only: block until Redis names the shared secret.
           auto promise = std::make_shared<std::promise<Result<std::string>>>();
           auto future = promise->get_future();
@@ -108,7 +137,8 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
                 where + ": cannot read the shared record secret: " + secret.error().message);
           }
           return std::move(*secret);
-        }};
+        },
+        active};
 #else
     throw error("the redis store is not available in this build (use --store memory)");
 #endif

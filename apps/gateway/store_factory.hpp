@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
@@ -31,6 +32,8 @@ struct StoreHandle {
   /// memory store, whose records die with the process: a fresh secret loses nothing.
   /// Throws std::runtime_error (start-up only).
   std::function<std::string()> load_secret;
+  /// Redis with a replay cache: how many workers' caches answer retries now (metrics).
+  std::shared_ptr<std::atomic<int>> replay_caches_active;
 };
 
 /// The store used without --store: the embedded durable store in ./idem-data when this

@@ -40,6 +40,12 @@ struct RedisStoreOptions {
   std::size_t replay_cache = 10'000;
   /// ... and at most this many bytes of them; a response over an eighth of it is not kept.
   std::size_t replay_cache_bytes = std::size_t{64} << 20;
+  /// Told, on the store's executor, each time the replay cache starts answering
+  /// (`true`, "") and each time it stops or cannot start (`false`, why): a connection lost,
+  /// or Redis refusing CLIENT TRACKING or the SUBSCRIBE its invalidations need (an ACL).
+  /// Retries are still answered while it is off, each with a round trip. Must not block.
+  using OnReplayCacheState = std::function<void(bool active, const std::string& why)>;
+  OnReplayCacheState on_replay_cache_state;
   /// make_redis_store() waits up to connect_timeout for the first connection, so that the
   /// first requests do not fail while it is being set up. It returns either way. (Not on
   /// an external executor: see redis_store_asio.hpp.)

@@ -2176,6 +2176,46 @@ class SharedRedisTest(unittest.TestCase):
         self.assertEqual(UPSTREAM.count(key=k), 2)
 
 
+    def replay_caches_active(self, gw, want, timeout=3.0):
+        """idem_redis_replay_cache_active once it is `want`, or as it is after `timeout`."""
+        deadline = time.time() + timeout
+        while True:
+            value = gw.metrics().get(("idem_redis_replay_cache_active", ()))
+            if value == want or time.time() > deadline:
+                return value
+            time.sleep(0.05)
+
+    def test_the_metrics_say_how_many_replay_caches_answer(self):
+        gw = self.start()
+        self.assertEqual(self.replay_caches_active(gw, 2), 2, "both workers' caches answer")
+        self.assertIn('"msg":"redis replay cache on"', gw.output())
+        off = self.start({"redis_replay_cache": 0})
+        self.assertNotIn(("idem_redis_replay_cache_active", ()), off.metrics())
+
+    def test_a_user_who_may_not_track_is_told_why_and_still_replayed(self):
+        self.assertEqual(self.redis.command("ACL", "SETUSER", "notrack", "on", ">pw", "~*", "&*",
+                                            "+@all", "-client|tracking"), b"+OK")
+        gw = self.start({"redis_username": "notrack", "redis_password": "pw"})
+        deadline = time.time() + 5
+        while "NOPERM" not in gw.output() and time.time() < deadline:
+            time.sleep(0.05)
+        lines = [json.loads(line) for line in gw.output().splitlines()
+                 if "redis replay cache off" in line]
+        self.assertEqual(len(lines), 2, "one line per worker:\n" + gw.output())
+        for line in lines:
+            self.assertEqual(line["level"], "warning")
+            self.assertIn("CLIENT TRACKING", line["reason"])
+            self.assertIn("NOPERM", line["reason"])
+        self.assertEqual(self.replay_caches_active(gw, 0, timeout=0), 0)
+        p, k = path(), key()
+        self.assertEqual(gw.post(p, {"amount": 5}, key=k).status, 200)
+        before = self.evalsha_calls()
+        for _ in range(5):
+            self.assertEqual(gw.post(p, {"amount": 5}, key=k).header("Idempotent-Replayed"),
+                             "true")
+        self.assertEqual(self.evalsha_calls() - before, 5, "every replay is a round trip")
+
+
 class DurabilityTest(unittest.TestCase):
     """Section 7 with a durable store (lmdb or redis): records outlive the process."""
 

@@ -6,9 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "idem/redis_store.hpp"
 #include "redis/redis_test_support.hpp"
@@ -167,6 +172,77 @@ TEST_F(RedisReplayCacheTest, OffEveryRetryReachesRedis) {
     std::this_thread::sleep_for(5ms);
   }
   EXPECT_EQ(probe_.run({"CLIENT", "LIST"}).find("idem-invalidations"), std::string::npos);
+}
+
+/// What on_replay_cache_state said, from the store's thread.
+class StateLog {
+ public:
+  RedisStoreOptions::OnReplayCacheState callback() {
+    return [this](bool active, const std::string& why) {
+      std::lock_guard lock(mutex_);
+      said_.emplace_back(active, why);
+      changed_.notify_all();
+    };
+  }
+  /// Waits up to 2 s for a report of `active`; returns its reason, or nullopt.
+  std::optional<std::string> wait_for(bool active) {
+    std::unique_lock lock(mutex_);
+    std::optional<std::string> why;
+    changed_.wait_for(lock, 2s, [&] {
+      for (const auto& [a, w] : said_) {
+        if (a == active) why = w;
+      }
+      return why.has_value();
+    });
+    return why;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::pair<bool, std::string>> said_;
+};
+
+TEST_F(RedisReplayCacheTest, TheStoreSaysWhenTheCacheStartsAndStops) {
+  StateLog log;
+  RedisStoreOptions o = redis_options(shared_redis().port(), prefix_, clock_);
+  o.on_replay_cache_state = log.callback();
+  store_ = redis_store(o);
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(log.wait_for(true), "");
+  kill_client("idem-invalidations");
+  const auto why = log.wait_for(false);
+  ASSERT_TRUE(why.has_value()) << "no report that the cache stopped";
+  EXPECT_NE(why->find("invalidations"), std::string::npos) << *why;
+}
+
+TEST_F(RedisReplayCacheTest, AUserWhoMayNotTrackGetsRoundTripsAndAReason) {
+  // The ACL a cautious operator might write: everything but CLIENT TRACKING.
+  ASSERT_EQ(probe_.run({"ACL", "SETUSER", "idem-notrack", "reset", "on", ">pw", "~*", "&*", "+@all",
+                        "-client|tracking"}),
+            "OK");
+  StateLog log;
+  RedisStoreOptions o = redis_options(shared_redis().port(), prefix_, clock_);
+  o.username = "idem-notrack";
+  o.password = "pw";
+  o.on_replay_cache_state = log.callback();
+  store_ = redis_store(o);
+  ASSERT_NE(store_, nullptr);
+  const auto why = log.wait_for(false);
+  ASSERT_TRUE(why.has_value()) << "no report of the refusal";
+  EXPECT_NE(why->find("CLIENT TRACKING"), std::string::npos) << *why;
+  EXPECT_NE(why->find("NOPERM"), std::string::npos) << *why;
+  EXPECT_FALSE(log.wait_for(true).has_value());
+  // Correct without the cache: every retry is a round trip.
+  completed("k");
+  for (int i = 0; i < 3; ++i) {
+    const long before = probe_.calls("evalsha");
+    auto out = claim(request("k"));
+    ASSERT_TRUE(out.has_value() && out->existing.has_value());
+    EXPECT_EQ(probe_.calls("evalsha"), before + 1);
+  }
+  store_.reset();
+  probe_.run({"ACL", "DELUSER", "idem-notrack"});
 }
 
 // The cache on its own: the races between a read and an invalidation, and its bound.

@@ -36,7 +36,8 @@ Client::Client(asio::any_io_executor executor, ClientOptions options)
   LinkOptions sub = base;
   sub.handshake.push_back(Command{"CLIENT", "SETNAME", "idem-watch"}.take());
   if (options_.replay_cache) {
-    tracking_ = std::make_shared<Tracking>(strand_, base, options_.replay_cache);
+    tracking_ = std::make_shared<Tracking>(strand_, base, options_.replay_cache,
+                                           options_.on_replay_cache_state);
   }
   watches_ = std::make_shared<Watches>(strand_, std::move(sub), options_.endpoint.command_timeout,
                                        options_.channel_of);

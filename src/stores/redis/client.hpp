@@ -33,6 +33,7 @@ struct ClientOptions {
   Watches::ChannelOf channel_of;
   /// Completed records read back for replays (tracking.hpp); none: no cache, no tracking.
   std::shared_ptr<ReplayCache> replay_cache;
+  Tracking::OnState on_replay_cache_state;
 };
 
 class Client : public std::enable_shared_from_this<Client> {

@@ -130,6 +130,7 @@ class RedisStoreImpl final : public RedisStore {
       cache_ =
           std::make_shared<redis::ReplayCache>(options_.replay_cache, options_.replay_cache_bytes);
       c.replay_cache = cache_;
+      c.on_replay_cache_state = options_.on_replay_cache_state;
     }
     client_ =
         std::make_shared<Client>(executor ? *executor : runtime_->io.get_executor(), std::move(c));

@@ -15,8 +15,9 @@ bool is_string(const redisReply* r) {
 
 }  // namespace
 
-Tracking::Tracking(Strand strand, LinkOptions options, std::shared_ptr<ReplayCache> cache)
-    : cache_(std::move(cache)) {
+Tracking::Tracking(Strand strand, LinkOptions options, std::shared_ptr<ReplayCache> cache,
+                   OnState on_state)
+    : cache_(std::move(cache)), on_state_(std::move(on_state)) {
   LinkOptions sub = options;
   sub.handshake.push_back(Command{"CLIENT", "SETNAME", "idem-invalidations"}.take());
   options.handshake.push_back(Command{"CLIENT", "SETNAME", "idem-cache-reader"}.take());
@@ -32,8 +33,9 @@ void Tracking::start() {
   subscriber_->on_ready([weak](Connection& c) {
     if (auto self = weak.lock()) self->on_subscriber_ready(c);
   });
-  subscriber_->on_down([weak](const Error&) {
+  subscriber_->on_down([weak](const Error& why) {
     if (auto self = weak.lock()) {
+      self->why_off_ = "the invalidations connection is down: " + why.message;
       self->subscriber_id_.reset();
       self->announced_id_.reset();
       self->update();
@@ -44,8 +46,9 @@ void Tracking::start() {
       if (self->subscriber_id_) self->enable_tracking(c, *self->subscriber_id_);
     }
   });
-  reader_->on_down([weak](const Error&) {
+  reader_->on_down([weak](const Error& why) {
     if (auto self = weak.lock()) {
+      self->why_off_ = "the tracked reader is down: " + why.message;
       self->reader_redirect_.reset();
       self->update();
     }
@@ -55,6 +58,8 @@ void Tracking::start() {
 }
 
 void Tracking::stop(const Error& why) {
+  on_state_ = nullptr;  // a store being closed is not news
+  why_off_ = why.message;
   subscriber_->stop(why);
   reader_->stop(why);
   subscriber_id_.reset();
@@ -66,14 +71,16 @@ void Tracking::on_subscriber_ready(Connection& conn) {
   std::weak_ptr<Tracking> weak = weak_from_this();
   conn.send(Command{"CLIENT", "ID"}.wire(), [weak, &conn](Result<Reply> r) {
     auto self = weak.lock();
-    if (!self || !r || (*r)->type != REDIS_REPLY_INTEGER) return;
-    if (self->subscriber_->ready() != &conn) return;  // replaced meanwhile
+    if (!self || !r || self->subscriber_->ready() != &conn) return;  // replaced meanwhile
+    if ((*r)->type != REDIS_REPLY_INTEGER) return self->refused("CLIENT ID", *r);
     self->announced_id_ = (*r)->integer;
     conn.send_unmatched(Command{"SUBSCRIBE", kInvalidations}.wire());
   });
 }
 
 void Tracking::on_push(Reply reply) {
+  // The only command the subscriber sends unmatched is its SUBSCRIBE.
+  if (is_error(*reply)) return refused("SUBSCRIBE " + std::string(kInvalidations), reply);
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
   const redisReply* kind = reply->element[0];
   const redisReply* channel = reply->element[1];
@@ -107,13 +114,24 @@ void Tracking::enable_tracking(Connection& conn, long long redirect) {
       [weak, redirect, &conn](Result<Reply> r) {
         auto self = weak.lock();
         if (!self || self->reader_->ready() != &conn) return;
-        if (!r || is_error(**r)) {
-          // The subscriber went between its CLIENT ID and this: its next id comes.
+        if (!r) return;  // the reader is going down: it says why
+        if (is_error(**r)) {
+          // The subscriber may have gone between its CLIENT ID and this (its next id
+          // comes); otherwise Redis will not track for this user.
+          if (self->subscriber_id_ == redirect) self->refused("CLIENT TRACKING", *r);
           return;
         }
         self->reader_redirect_ = redirect;
         self->update();
       });
+}
+
+void Tracking::refused(std::string what, const Reply& reply) {
+  const std::string_view text = reply->type == REDIS_REPLY_ERROR
+                                    ? std::string_view(reply->str, reply->len)
+                                    : std::string_view("an unexpected reply");
+  why_off_ = "Redis refused " + what + ": " + std::string(text);
+  if (on_state_) on_state_(false, why_off_);
 }
 
 void Tracking::update() {
@@ -122,6 +140,7 @@ void Tracking::update() {
   if (active == active_) return;
   active_ = active;
   cache_->set_active(active);
+  if (on_state_) on_state_(active, active ? std::string() : why_off_);
 }
 
 void Tracking::fill(const std::string& key) {

@@ -13,6 +13,7 @@
 // turns tracking off and on again with it.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,7 +25,11 @@ namespace idem::redis {
 
 class Tracking : public std::enable_shared_from_this<Tracking> {
  public:
-  Tracking(Strand strand, LinkOptions options, std::shared_ptr<ReplayCache> cache);
+  /// Told when the cache starts answering (true, "") or stops or cannot start (false, why).
+  using OnState = std::function<void(bool active, const std::string& why)>;
+
+  Tracking(Strand strand, LinkOptions options, std::shared_ptr<ReplayCache> cache,
+           OnState on_state = {});
 
   void start();                 ///< on the strand
   void stop(const Error& why);  ///< on the strand
@@ -36,6 +41,8 @@ class Tracking : public std::enable_shared_from_this<Tracking> {
   void on_push(Reply reply);
   void on_reader_ready(Connection& conn);
   void enable_tracking(Connection& conn, long long redirect);
+  /// Redis refused what the cache needs: it stays off until a reconnection tries again.
+  void refused(std::string what, const Reply& reply);
   void update();
 
   std::shared_ptr<ReplayCache> cache_;
@@ -45,6 +52,8 @@ class Tracking : public std::enable_shared_from_this<Tracking> {
   std::optional<long long> announced_id_;     ///< its id while SUBSCRIBE awaits confirmation
   std::optional<long long> reader_redirect_;  ///< where the reader's tracking reports now
   bool active_ = false;
+  OnState on_state_;
+  std::string why_off_ = "not connected yet";
 };
 
 }  // namespace idem::redis
