@@ -2049,6 +2049,15 @@ class SharedRedisTest(unittest.TestCase):
     def evalsha_calls(self):
         return self.calls("evalsha")
 
+    def assert_every_replay_reaches_redis(self, gw, replays):
+        p, k = path(), key()
+        self.assertEqual(gw.post(p, {"amount": 3}, key=k).status, 200)
+        before = self.evalsha_calls()
+        for _ in range(replays):
+            self.assertEqual(gw.post(p, {"amount": 3}, key=k).header("Idempotent-Replayed"),
+                             "true")
+        self.assertEqual(self.evalsha_calls() - before, replays, "every replay is a round trip")
+
     def test_duplicates_spread_over_three_gateways_execute_once(self):
         gateways = [self.start({"concurrency": "wait", "wait_timeout": "10s"}) for _ in range(3)]
         k, p = key(), path()
@@ -2154,13 +2163,7 @@ class SharedRedisTest(unittest.TestCase):
 
     def test_without_a_replay_cache_every_replay_reaches_redis(self):
         gw = self.start({"redis_replay_cache": 0})
-        p, k = path(), key()
-        self.assertEqual(gw.post(p, {"amount": 3}, key=k).status, 200)
-        before = self.evalsha_calls()
-        for _ in range(10):
-            self.assertEqual(gw.post(p, {"amount": 3}, key=k).header("Idempotent-Replayed"),
-                             "true")
-        self.assertEqual(self.evalsha_calls() - before, 10)
+        self.assert_every_replay_reaches_redis(gw, 10)
         self.assertEqual(self.calls("client|caching"), 0)
 
     def test_a_flush_through_the_admin_api_reaches_every_worker(self):
@@ -2207,13 +2210,7 @@ class SharedRedisTest(unittest.TestCase):
             self.assertIn("CLIENT TRACKING", line["reason"])
             self.assertIn("NOPERM", line["reason"])
         self.assertEqual(self.replay_caches_active(gw, 0, timeout=0), 0)
-        p, k = path(), key()
-        self.assertEqual(gw.post(p, {"amount": 5}, key=k).status, 200)
-        before = self.evalsha_calls()
-        for _ in range(5):
-            self.assertEqual(gw.post(p, {"amount": 5}, key=k).header("Idempotent-Replayed"),
-                             "true")
-        self.assertEqual(self.evalsha_calls() - before, 5, "every replay is a round trip")
+        self.assert_every_replay_reaches_redis(gw, 5)
 
 
 class DurabilityTest(unittest.TestCase):

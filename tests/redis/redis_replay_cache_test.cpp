@@ -70,6 +70,17 @@ class RedisReplayCacheTest : public RedisStoreTest {
     ASSERT_EQ(probe_.run({"CLIENT", "KILL", "ID", client_id}), "1");
   }
   void check_losing(const std::string& connection);
+  /// Completes `name`, then checks that each of `retries` retries costs one EVALSHA.
+  void every_retry_is_a_round_trip(std::string_view name, int retries) {
+    completed(name);
+    for (int i = 0; i < retries; ++i) {
+      const long before = probe_.calls("evalsha");
+      auto out = claim(request(name));
+      ASSERT_TRUE(out.has_value() && out->existing.has_value());
+      EXPECT_EQ(probe_.calls("evalsha"), before + 1);
+      std::this_thread::sleep_for(5ms);  // time for a fill that should not happen
+    }
+  }
 
   RedisProbe probe_{shared_redis().port()};
 };
@@ -163,14 +174,7 @@ TEST_F(RedisReplayCacheTest, LosingTheTrackedReaderEmptiesTheCacheUntilItIsBack)
 
 TEST_F(RedisReplayCacheTest, OffEveryRetryReachesRedis) {
   store_ = make(0, 0);  // no replay cache
-  completed("k");
-  for (int i = 0; i < 5; ++i) {
-    const long before = probe_.calls("evalsha");
-    auto out = claim(request("k"));
-    ASSERT_TRUE(out.has_value() && out->existing.has_value());
-    EXPECT_EQ(probe_.calls("evalsha"), before + 1);
-    std::this_thread::sleep_for(5ms);
-  }
+  every_retry_is_a_round_trip("k", 5);
   EXPECT_EQ(probe_.run({"CLIENT", "LIST"}).find("idem-invalidations"), std::string::npos);
 }
 
@@ -234,13 +238,7 @@ TEST_F(RedisReplayCacheTest, AUserWhoMayNotTrackGetsRoundTripsAndAReason) {
   EXPECT_NE(why->find("NOPERM"), std::string::npos) << *why;
   EXPECT_FALSE(log.wait_for(true).has_value());
   // Correct without the cache: every retry is a round trip.
-  completed("k");
-  for (int i = 0; i < 3; ++i) {
-    const long before = probe_.calls("evalsha");
-    auto out = claim(request("k"));
-    ASSERT_TRUE(out.has_value() && out->existing.has_value());
-    EXPECT_EQ(probe_.calls("evalsha"), before + 1);
-  }
+  every_retry_is_a_round_trip("k", 3);
   store_.reset();
   probe_.run({"ACL", "DELUSER", "idem-notrack"});
 }
