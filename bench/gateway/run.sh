@@ -24,7 +24,8 @@
 # ROUNDS=N repeats the whole sequence N times (a fresh gateway, store and Redis each round)
 # and reports, per row, the median of the rounds' requests/s and p99, and the median of
 # each round's ratios: a shared machine drifts over minutes, and a ratio taken within one
-# round compares runs that are a minute apart at most.
+# round compares runs that are a minute apart at most. A second table gives each round's
+# ratios, so that the spread shows.
 #
 # Environment: DURATION (10s), CONNECTIONS (32), THREADS (2, wrk), SUT_CPU (0),
 # LOAD_CPU (1), ROUNDS (1), IDEM_GATEWAY (build/release/apps/gateway/idem-gateway; built if
@@ -232,3 +233,23 @@ for name in "${rows[@]}"; do
   printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$(over_rounds row_rps)" \
     "${p:+${p}ms}" "$(over_rounds vs_proxy)" "${same:--}" "$errors non-2xx$sockets"
 done
+
+if [[ $rounds -gt 1 ]]; then
+  # The medians hide how far the machine drifted between rounds; this shows it.
+  echo
+  echo "Each round's ratios (vs nginx proxy_pass / vs $first):"
+  echo
+  header="| scenario |" rule="|---|"
+  for r in $(seq "$rounds"); do header+=" round $r |" rule+="---:|"; done
+  echo "$header"
+  echo "$rule"
+  for name in "${rows[@]}"; do
+    [[ $name == *": "* ]] || continue
+    line="| $name |"
+    for r in $(seq "$rounds"); do
+      line+=" $(ratio "${rps["$name#$r"]}" "${rps["nginx proxy_pass#$r"]}") /"
+      line+=" $(ratio "${rps["$name#$r"]}" "${rps["$first: ${name#*: }#$r"]}") |"
+    done
+    echo "$line"
+  done
+fi
