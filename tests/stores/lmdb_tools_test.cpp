@@ -71,11 +71,14 @@ TEST(LmdbSecretTest, WrongSizeIsRefused) {
 // A directory with a few records, written by the store, which is then closed.
 class LmdbToolsTest : public StoreConformanceTest {
  protected:
+  static constexpr std::size_t kMapSize = std::size_t{8} << 20;
+
   void SetUp() override {
     clock_ = std::make_shared<ManualClock>();
     LmdbStoreOptions o;
     o.path = dir_.path();
     o.clock = clock_;
+    o.map_size = kMapSize;  // the data file is the map's size: tests read it whole
     auto lmdb = make_lmdb_store(o);
     store_ = lmdb;
     ASSERT_EQ(*complete("done", acquire(request("done")), response(201, "body")), TokenCheck::ok);
@@ -90,6 +93,7 @@ class LmdbToolsTest : public StoreConformanceTest {
     LmdbStoreOptions o;
     o.path = dir_.path();
     o.clock = clock_;
+    o.map_size = kMapSize;  // the data file is the map's size: tests read it whole
     store_ = make_lmdb_store(o);
   }
 
