@@ -19,7 +19,9 @@ enum class Durability {
   /// is lost when the process dies (even kill -9). An OS crash or power loss may lose the
   /// last writes, and on file systems that reorder writes may damage the environment.
   process,
-  /// Every commit is flushed to the disk (fdatasync) before any callback reports success.
+  /// Every commit is on the disk before any callback reports success: its changes are
+  /// appended to a redo log with one O_DSYNC write, and data.mdb is flushed every
+  /// sync_interval (docs/durable-store.md).
   power,
 };
 
@@ -38,6 +40,10 @@ struct LmdbStoreOptions {
   /// With Durability::process: flush to disk this often when something was written, to
   /// bound what an OS crash loses. Zero never flushes (the OS writes back on its own).
   std::chrono::milliseconds sync_interval{1000};
+  /// With Durability::power: flush data.mdb and start the redo log again this often (or
+  /// once the log holds 64 MiB). It loses nothing either way: a longer interval means
+  /// fewer flushes of data.mdb, a shorter one less log to replay after a power cut.
+  std::chrono::milliseconds checkpoint_interval{10000};
   /// Completed records kept decoded in memory for replays (0: none). Only a cache: every
   /// answer is what LMDB holds, also when other processes write the directory.
   std::size_t cache_bytes = std::size_t{64} << 20;
@@ -48,7 +54,8 @@ struct LmdbStoreOptions {
 struct LmdbStoreCounters {
   std::uint64_t transactions = 0;  ///< committed write transactions carrying operations
   std::uint64_t operations = 0;    ///< operations those transactions carried
-  std::uint64_t syncs = 0;         ///< flushes to disk (mdb_env_sync) that succeeded
+  std::uint64_t syncs = 0;         ///< flushes and (power) redo log writes that succeeded
+  std::uint64_t checkpoints = 0;   ///< power: checkpoints recorded in the redo log
   std::uint64_t store_full = 0;    ///< operations refused with Errc::store_full
   std::uint64_t read_answers = 0;  ///< claims answered from a read transaction
   std::uint64_t sweeps = 0;        ///< sweep transactions that removed something

@@ -53,34 +53,6 @@ INSTANTIATE_TEST_SUITE_P(
                       lmdb_factory("lmdb_uncached", Durability::process, 0)),
     StoreFactory::name_of);
 
-/// LMDB-only tests: the fixture's helpers, with a store the test opens and reopens.
-class LmdbStoreTest : public StoreConformanceTest {
- protected:
-  void SetUp() override { clock_ = std::make_shared<ManualClock>(); }
-  void TearDown() override { close(); }
-
-  LmdbStoreOptions options() const {
-    LmdbStoreOptions o;
-    o.path = dir_.path();
-    o.clock = clock_;
-    o.sync_interval = 0ms;  // only the syncs a test asks for
-    return o;
-  }
-  LmdbStore& open(LmdbStoreOptions o) {
-    lmdb_ = make_lmdb_store(std::move(o));
-    store_ = lmdb_;
-    return *lmdb_;
-  }
-  LmdbStore& open() { return open(options()); }
-  void close() {
-    store_.reset();
-    lmdb_.reset();
-  }
-
-  TempDir dir_;
-  std::shared_ptr<LmdbStore> lmdb_;
-};
-
 TEST_F(LmdbStoreTest, RecordsAndTokensSurviveReopening) {
   open();
   const std::uint64_t done_token = acquire(request("done"));

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -101,6 +102,34 @@ class WriterGate {
  private:
   std::promise<void> open_;
   bool opened_ = false;
+};
+
+/// LMDB-only tests: the fixture's helpers, with a store the test opens and reopens.
+class LmdbStoreTest : public StoreConformanceTest {
+ protected:
+  void SetUp() override { clock_ = std::make_shared<ManualClock>(); }
+  void TearDown() override { close(); }
+
+  LmdbStoreOptions options() const {
+    LmdbStoreOptions o;
+    o.path = dir_.path();
+    o.clock = clock_;
+    o.sync_interval = std::chrono::milliseconds(0);  // only the syncs a test asks for
+    return o;
+  }
+  LmdbStore& open(LmdbStoreOptions o) {
+    lmdb_ = make_lmdb_store(std::move(o));
+    store_ = lmdb_;
+    return *lmdb_;
+  }
+  LmdbStore& open() { return open(options()); }
+  void close() {
+    store_.reset();
+    lmdb_.reset();
+  }
+
+  TempDir dir_;
+  std::shared_ptr<LmdbStore> lmdb_;
 };
 
 }  // namespace idem::testing

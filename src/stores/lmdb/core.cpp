@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
@@ -56,9 +57,12 @@ Core::Core(LmdbStoreOptions options, std::unique_ptr<Env> env)
   mdb_txn_abort(txn);
   if (rc != 0) fail(env_->dir(), "cannot read the meta database: " + mdb_error(rc));
   known_txnid_ = latest_txnid();
+  if (options_.durability == Durability::power) start_redo_log();
 }
 
-Core::~Core() = default;
+Core::~Core() {
+  if (pinned_) mdb_txn_abort(pinned_);  // a store that failed to start its threads
+}
 
 void Core::submit(Op op) {
   {
@@ -84,6 +88,7 @@ LmdbStoreCounters Core::counters() const {
   c.transactions = transactions_.load(r);
   c.operations = operations_.load(r);
   c.syncs = syncs_.load(r);
+  c.checkpoints = checkpoints_.load(r);
   c.store_full = store_full_.load(r);
   c.read_answers = read_answers;
   c.sweeps = sweeps_.load(r);
@@ -122,7 +127,8 @@ int Core::commit(std::span<Op> ops, TimePoint now) {
   const std::uint64_t txnid = mdb_txn_id(txn);
   // Another process committed since our last commit: what the cache holds may be gone.
   if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
-  Tables tables(txn, env_->dbis());
+  if (redo_) redo_batch_.clear();
+  Tables tables(txn, env_->dbis(), redo_ ? &redo_batch_ : nullptr);
   int rc = tables.load_counters();
   const ApplyContext ctx = context(txn, now);
   for (Op& op : ops) {
@@ -136,6 +142,7 @@ int Core::commit(std::span<Op> ops, TimePoint now) {
   }
   const std::uint64_t records = tables.record_count();
   if ((rc = mdb_txn_commit(txn))) return rc;  // a failed commit frees the txn too
+  if (redo_) log_commit(txnid);
   std::vector<RecordId> changed;
   changed.reserve(ops.size());
   for (const Op& op : ops) changed.push_back(op_id(op));
@@ -239,27 +246,31 @@ void Core::run_syncer() {
       options_.durability == Durability::process && options_.sync_interval.count() > 0;
   std::vector<Op> flushing;
   std::vector<RecordId> flushed_ids;
+  std::vector<std::pair<std::uint64_t, std::string>> logging;
   std::unique_lock lock(sync_mutex_);
   for (;;) {
-    auto woken = [&] { return syncer_stop_ || !awaiting_sync_.empty(); };
+    auto woken = [&] { return syncer_stop_ || !awaiting_sync_.empty() || !unlogged_.empty(); };
     if (periodic) {
       sync_wake_.wait_for(lock, options_.sync_interval, woken);
     } else {
       sync_wake_.wait(lock, woken);
     }
-    const bool wanted = sync_wanted_ || !awaiting_sync_.empty();
+    const bool wanted = sync_wanted_ || !awaiting_sync_.empty() || !unlogged_.empty();
     if (!wanted && syncer_stop_) break;
     if (!wanted) continue;
     flushing.swap(awaiting_sync_);
     flushed_ids.swap(marked_);
+    logging.swap(unlogged_);
     sync_wanted_ = false;
     lock.unlock();
-    // Every batch committed so far is flushed by this one call: LMDB's data and meta
-    // pages are in one file, and the data pages were written before each meta page.
-    if (int rc = sync(); rc != 0) {
-      const Error error{Errc::store_unavailable, "lmdb store at " + env_->dir().string() +
-                                                     ": flush to disk failed (" + mdb_error(rc) +
-                                                     "); the write may not be durable"};
+    // Process: every batch committed so far is flushed by this one call. Power: by the
+    // log's write of everything committed so far.
+    if (int rc = redo_ ? write_log(logging) : sync(); rc != 0) {
+      const std::string what =
+          redo_ ? "writing the redo log failed (" + std::string(std::strerror(rc)) + ")"
+                : "flush to disk failed (" + mdb_error(rc) + ")";
+      const Error error{Errc::store_unavailable, "lmdb store at " + env_->dir().string() + ": " +
+                                                     what + "; the write may not be durable"};
       for (Op& op : flushing) std::visit([&](auto& o) { o.pending.result = error; }, op);
       if (flushing.empty()) mark_unsynced();  // the next interval tries again
     }
@@ -271,6 +282,12 @@ void Core::run_syncer() {
     flushing.clear();  // callbacks may hold the last reference to their captures
     lock.lock();
   }
+  lock.unlock();
+  {
+    std::lock_guard checkpoint_lock(checkpoint_mutex_);
+    checkpointer_stop_ = true;
+  }
+  checkpoint_wake_.notify_one();
 }
 
 void Core::deliver(Op& op) {
@@ -310,6 +327,7 @@ void Core::run() {
       batch.clear();  // callbacks may hold the last reference to their captures
     }
     resync_cache();
+    if (redo_) maybe_checkpoint();
     const auto now = SteadyClock::now();
     if (now >= next_sweep) {
       next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "stores/lmdb/ops.hpp"
 #include "stores/lmdb/read_pool.hpp"
 #include "stores/lmdb/record_cache.hpp"
+#include "stores/lmdb/redo_log.hpp"
 #include "stores/memory/watch_state.hpp"
 
 namespace idem::lmdb {
@@ -27,11 +29,13 @@ namespace idem::lmdb {
 ///
 /// Writes: submit() queues an operation; run(), on the writer thread, takes up to
 /// max_batch queued operations, applies them in ONE write transaction, commits, and only
-/// then calls back and wakes watchers. Flushes to disk run on a second thread,
+/// then calls back and wakes watchers. Writes to the disk run on a second thread,
 /// run_syncer(), so that the writer never waits for the disk: for Durability::power the
-/// writer hands each committed batch over and the syncer answers it once mdb_env_sync
-/// has returned (while the writer commits the next batch); for Durability::process the
-/// syncer flushes every sync_interval if anything was committed. When the
+/// writer frames each commit's changes for the redo log (redo_log.hpp) and hands the
+/// batch over, and the syncer answers it once its log write has returned (while the
+/// writer commits the next batch); a third thread, run_checkpointer(), flushes data.mdb
+/// every sync_interval and records the checkpoint that lets the log start again. For
+/// Durability::process the syncer flushes every sync_interval if anything was committed. When the
 /// transaction fails (MDB_MAP_FULL), the operations are retried one per transaction, so a
 /// completion that fits is not lost with a claim that does not. Between batches the writer
 /// sweeps expired records in bounded transactions, oldest first, from the expiry index.
@@ -76,6 +80,8 @@ class Core {
   void run();
   /// The syncer thread's loop.
   void run_syncer();
+  /// The checkpointer thread's loop (Durability::power; returns at once otherwise).
+  void run_checkpointer();
 
  private:
   void run_batch(std::span<Op> ops);
@@ -84,6 +90,18 @@ class Core {
   /// Removes up to sweep_batch expired records; true when more are due.
   bool sweep(TimePoint now);
   int sync();
+  /// Power: a fresh log whose first checkpoint is the newest commit, flushed.
+  void start_redo_log();
+  /// Power: the syncer's write of what the writer logged; 0 or an errno value.
+  int write_log(std::vector<std::pair<std::uint64_t, std::string>>& segments);
+  /// Power: frames the changes of the transaction just committed for the syncer.
+  void log_commit(std::uint64_t txnid);
+  /// Power, on the writer between transactions: hands a checkpoint to the checkpointer
+  /// when one is due and none is under way.
+  void maybe_checkpoint();
+  /// Power: pins the newest commit with a read transaction and copies its meta page.
+  /// Empty when another process committed in between.
+  std::optional<std::pair<RedoCheckpoint, MDB_txn*>> take_checkpoint();
   /// Power: the batch is answered by the syncer once flushed.
   void hand_to_syncer(std::span<Op> ops);
   /// Power: marks the records `ops` write as unflushed, before their commit is visible.
@@ -121,6 +139,24 @@ class Core {
   bool sync_wanted_ = false;       ///< process: committed since the last flush
   bool syncer_stop_ = false;
 
+  // Power: the redo log. The writer frames records into redo_batch_ and unlogged_ (by
+  // generation, under sync_mutex_); the syncer writes them; the checkpointer records
+  // checkpoints and keeps the newest recorded one's pages pinned.
+  std::unique_ptr<RedoLog> redo_;
+  RedoBatch redo_batch_;
+  std::uint64_t generation_ = 1;
+  std::uint64_t generation_bytes_ = 0;
+  std::size_t pinned_last_page_ = 0;  ///< the map's last page when the pin was taken
+  std::chrono::steady_clock::time_point next_checkpoint_;
+  std::vector<std::pair<std::uint64_t, std::string>> unlogged_;
+  std::mutex checkpoint_mutex_;
+  std::condition_variable checkpoint_wake_;
+  std::optional<std::pair<RedoCheckpoint, MDB_txn*>> checkpoint_job_;
+  bool checkpointer_stop_ = false;
+  std::atomic<bool> checkpoint_busy_{false};
+  std::atomic<bool> checkpoint_failed_{false};
+  MDB_txn* pinned_ = nullptr;  // the checkpointer's
+
   // Power: ids written by commits not yet flushed, with how many such commits wrote each.
   mutable std::mutex unflushed_mutex_;
   std::unordered_map<RecordId, unsigned, DigestHash> unflushed_;
@@ -134,6 +170,7 @@ class Core {
   std::atomic<std::uint64_t> transactions_{0};
   std::atomic<std::uint64_t> operations_{0};
   std::atomic<std::uint64_t> syncs_{0};
+  std::atomic<std::uint64_t> checkpoints_{0};
   std::atomic<std::uint64_t> store_full_{0};
   // Counted by every reading thread: striped, so they do not fight over one cache line.
   static constexpr std::size_t kStripes = 16;

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "idem/lmdb_store.hpp"
+#include "stores/lmdb/redo_log.hpp"
 
 namespace idem::lmdb {
 namespace fs = std::filesystem;
@@ -90,28 +91,6 @@ struct TxnAborter {
   }
 };
 
-MDB_env* open_raw(const fs::path& dir, unsigned flags, std::size_t map_size) {
-  EnvCloser env;
-  int rc = mdb_env_create(&env.env);
-  if (rc != 0) fail(dir, "cannot create an LMDB environment: " + mdb_error(rc));
-  mdb_env_set_maxdbs(env.env, 4);
-  mdb_env_set_maxreaders(env.env, kMaxReaders);
-  if (map_size != 0) {
-    rc = mdb_env_set_mapsize(env.env, map_size);
-    if (rc != 0) fail(dir, "map_size " + std::to_string(map_size) + ": " + mdb_error(rc));
-  }
-  rc = mdb_env_open(env.env, dir.c_str(), flags, 0600);
-  if (rc == MDB_INVALID) {
-    fail(dir, "data.mdb is not an LMDB environment (" + mdb_error(rc) + "); nothing was changed");
-  }
-  if (rc == MDB_VERSION_MISMATCH) {
-    fail(dir, "data.mdb was written by an incompatible LMDB version (" + mdb_error(rc) +
-                  "); nothing was changed");
-  }
-  if (rc != 0) fail(dir, "cannot open the LMDB environment: " + mdb_error(rc));
-  return env.release();
-}
-
 // Marks the directory as written by this build's format (see kFormatVersion).
 void write_format_version(const fs::path& dir, MDB_txn* txn, MDB_dbi meta) {
   std::uint32_t version = kFormatVersion;
@@ -120,59 +99,6 @@ void write_format_version(const fs::path& dir, MDB_txn* txn, MDB_dbi meta) {
   if (int rc = mdb_put(txn, meta, &key, &val, 0)) {
     fail(dir, "cannot write the format version: " + mdb_error(rc));
   }
-}
-
-// Reads the meta database and the table handles. With `create`, makes a fresh layout
-// instead (the environment was just created). `found_version` receives the format version
-// of an existing layout.
-Dbis open_layout(const fs::path& dir, MDB_env* env, bool create,
-                 std::uint32_t* found_version = nullptr) {
-  TxnAborter txn;
-  int rc = mdb_txn_begin(env, nullptr, create ? 0 : MDB_RDONLY, &txn.txn);
-  if (rc != 0) fail(dir, "cannot begin a transaction: " + mdb_error(rc));
-  const unsigned flags = create ? MDB_CREATE : 0;
-  Dbis dbis;
-  rc = mdb_dbi_open(txn.txn, kMetaDb, flags, &dbis.meta);
-  if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
-    fail(dir,
-         "data.mdb is an LMDB environment but not an idem data directory (no meta "
-         "database); nothing was changed");
-  }
-  if (rc != 0) fail(dir, "cannot open the meta database: " + mdb_error(rc));
-  if (create) {
-    write_format_version(dir, txn.txn, dbis.meta);
-  } else {
-    MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
-    MDB_val val;
-    rc = mdb_get(txn.txn, dbis.meta, &key, &val);
-    if (rc == MDB_NOTFOUND)
-      fail(dir, "the meta database has no format version; nothing was changed");
-    if (rc != 0) fail(dir, "cannot read the format version: " + mdb_error(rc));
-    if (val.mv_size != sizeof(std::uint32_t)) {
-      fail(dir, "the format version is " + std::to_string(val.mv_size) +
-                    " bytes long, expected 4; nothing was changed");
-    }
-    std::uint32_t version;
-    std::memcpy(&version, val.mv_data, sizeof version);
-    if (version < kOldestFormatVersion || version > kFormatVersion) {
-      fail(dir, "idem format version " + std::to_string(version) +
-                    " is not supported (this build reads versions " +
-                    std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) +
-                    "); nothing was changed");
-    }
-    if (found_version) *found_version = version;
-  }
-  for (auto [name, dbi] : {std::pair{kRecordsDb, &dbis.records}, {kExpiryDb, &dbis.expiry}}) {
-    rc = mdb_dbi_open(txn.txn, name, flags, dbi);
-    if (rc == MDB_NOTFOUND) {
-      fail(dir, std::string("the ") + name + " database is missing; nothing was changed");
-    }
-    if (rc != 0) fail(dir, std::string("cannot open the ") + name + " database: " + mdb_error(rc));
-  }
-  // Committing, even read-only, keeps the handles open for later transactions.
-  rc = mdb_txn_commit(std::exchange(txn.txn, nullptr));
-  if (rc != 0) fail(dir, "cannot commit the layout: " + mdb_error(rc));
-  return dbis;
 }
 
 // Writers map data.mdb writable, so a page LMDB writes is a store to memory, and a store
@@ -225,6 +151,77 @@ bool has_data(const fs::path& dir) {
 
 }  // namespace
 
+MDB_env* open_raw(const fs::path& dir, unsigned flags, std::size_t map_size) {
+  EnvCloser env;
+  int rc = mdb_env_create(&env.env);
+  if (rc != 0) fail(dir, "cannot create an LMDB environment: " + mdb_error(rc));
+  mdb_env_set_maxdbs(env.env, 4);
+  mdb_env_set_maxreaders(env.env, kMaxReaders);
+  if (map_size != 0) {
+    rc = mdb_env_set_mapsize(env.env, map_size);
+    if (rc != 0) fail(dir, "map_size " + std::to_string(map_size) + ": " + mdb_error(rc));
+  }
+  rc = mdb_env_open(env.env, dir.c_str(), flags, 0600);
+  if (rc == MDB_INVALID) {
+    fail(dir, "data.mdb is not an LMDB environment (" + mdb_error(rc) + "); nothing was changed");
+  }
+  if (rc == MDB_VERSION_MISMATCH) {
+    fail(dir, "data.mdb was written by an incompatible LMDB version (" + mdb_error(rc) +
+                  "); nothing was changed");
+  }
+  if (rc != 0) fail(dir, "cannot open the LMDB environment: " + mdb_error(rc));
+  return env.release();
+}
+
+Dbis open_layout(const fs::path& dir, MDB_env* env, bool create, std::uint32_t* found_version) {
+  TxnAborter txn;
+  int rc = mdb_txn_begin(env, nullptr, create ? 0 : MDB_RDONLY, &txn.txn);
+  if (rc != 0) fail(dir, "cannot begin a transaction: " + mdb_error(rc));
+  const unsigned flags = create ? MDB_CREATE : 0;
+  Dbis dbis;
+  rc = mdb_dbi_open(txn.txn, kMetaDb, flags, &dbis.meta);
+  if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+    fail(dir,
+         "data.mdb is an LMDB environment but not an idem data directory (no meta "
+         "database); nothing was changed");
+  }
+  if (rc != 0) fail(dir, "cannot open the meta database: " + mdb_error(rc));
+  if (create) {
+    write_format_version(dir, txn.txn, dbis.meta);
+  } else {
+    MDB_val key{kFormatVersionKey.size(), const_cast<char*>(kFormatVersionKey.data())};
+    MDB_val val;
+    rc = mdb_get(txn.txn, dbis.meta, &key, &val);
+    if (rc == MDB_NOTFOUND)
+      fail(dir, "the meta database has no format version; nothing was changed");
+    if (rc != 0) fail(dir, "cannot read the format version: " + mdb_error(rc));
+    if (val.mv_size != sizeof(std::uint32_t)) {
+      fail(dir, "the format version is " + std::to_string(val.mv_size) +
+                    " bytes long, expected 4; nothing was changed");
+    }
+    std::uint32_t version;
+    std::memcpy(&version, val.mv_data, sizeof version);
+    if (version < kOldestFormatVersion || version > kFormatVersion) {
+      fail(dir, "idem format version " + std::to_string(version) +
+                    " is not supported (this build reads versions " +
+                    std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) +
+                    "); nothing was changed");
+    }
+    if (found_version) *found_version = version;
+  }
+  for (auto [name, dbi] : {std::pair{kRecordsDb, &dbis.records}, {kExpiryDb, &dbis.expiry}}) {
+    rc = mdb_dbi_open(txn.txn, name, flags, dbi);
+    if (rc == MDB_NOTFOUND) {
+      fail(dir, std::string("the ") + name + " database is missing; nothing was changed");
+    }
+    if (rc != 0) fail(dir, std::string("cannot open the ") + name + " database: " + mdb_error(rc));
+  }
+  // Committing, even read-only, keeps the handles open for later transactions.
+  rc = mdb_txn_commit(std::exchange(txn.txn, nullptr));
+  if (rc != 0) fail(dir, "cannot commit the layout: " + mdb_error(rc));
+  return dbis;
+}
+
 std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   std::unique_ptr<Env> self(new Env());
   self->dir_ = dir;
@@ -266,6 +263,8 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
 
   const bool fresh = !has_data(dir);
   if (fresh && options.access != Access::create) fail(dir, "holds no idem data (no data.mdb)");
+  if (options.access != Access::read_only) self->lock_writers(options.only_writer);
+  if (!fresh) recover_from_redo_log(dir, self->lock_fd_, exclusive);
 
   const unsigned base = MDB_NOTLS | MDB_NORDAHEAD;
   if (options.access == Access::read_only) {
@@ -280,23 +279,46 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
     EnvCloser check{open_raw(dir, base | MDB_RDONLY, 0)};
     open_layout(dir, check.env, false, &version);
   }
-  // MDB_NOMETASYNC for power: commits fdatasync the data pages before writing the meta
-  // page (so a crash never leaves a meta page pointing at unwritten pages), and the store
-  // flushes that meta page itself with mdb_env_sync before it calls back.
+  // MDB_NOSYNC for the store: commits are not flushed; it flushes every sync_interval, and
+  // under durability power its redo log is what makes a commit durable (redo_log.hpp).
+  // MDB_NOMETASYNC for the tools: a commit flushes its data pages before it writes the
+  // meta page (so a crash never leaves a meta page pointing at unwritten pages), and the
+  // tool flushes that meta page with mdb_env_sync before it reports the write done.
   // MDB_WRITEMAP: commits write pages in the shared map instead of copying each one into
   // the page cache with pwrite, which was most of the writer's time (docs/durable-store.md).
-  const unsigned sync = options.power ? MDB_NOMETASYNC : MDB_NOSYNC;
+  const unsigned sync = options.sync_commits ? MDB_NOMETASYNC : MDB_NOSYNC;
   self->env_ = open_raw(dir, base | sync | MDB_WRITEMAP, options.map_size);
   reserve_map(dir, self->env_);
   int dead = 0;
   mdb_reader_check(self->env_, &dead);  // slots of killed processes would pin old pages
   self->dbis_ = open_layout(dir, self->env_, fresh);
   if (version < kFormatVersion) upgrade_format(dir, self->env_, self->dbis_);
-  if (fresh) {
+  // A redo log left by a power gateway that died in this boot: the page cache holds all
+  // it logged, so once data.mdb is flushed the log is no longer needed, and its
+  // checkpoint must not outlive the read transaction that protected it.
+  std::error_code exists_ec;
+  const bool old_log = fs::exists(redo_dir(dir), exists_ec);
+  if (fresh || old_log) {
     const int rc = mdb_env_sync(self->env_, 1);
-    if (rc != 0) fail(dir, "cannot flush the new environment: " + mdb_error(rc));
+    if (rc != 0) fail(dir, "cannot flush the environment: " + mdb_error(rc));
   }
+  if (old_log) retire_redo_log(dir);
   return self;
+}
+
+void Env::lock_writers(bool only_writer) {
+  const fs::path path = dir_ / "writer.lock";
+  writer_lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (writer_lock_fd_ < 0) {
+    fail(dir_, "cannot open writer.lock: " + std::string(std::strerror(errno)));
+  }
+  if (::flock(writer_lock_fd_, (only_writer ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return;
+  if (errno != EWOULDBLOCK) fail(dir_, "flock writer.lock: " + std::string(std::strerror(errno)));
+  fail(dir_, only_writer
+                 ? "another process writes to this directory (a gateway or idemctl); "
+                   "durability \"power\" needs to be its only writer"
+                 : "a gateway with durability \"power\" writes to this directory and must be "
+                   "its only writer; go through it (idemctl flush) or stop it first");
 }
 
 void Env::close_environment() noexcept {
@@ -306,6 +328,7 @@ void Env::close_environment() noexcept {
 Env::~Env() {
   close_environment();
   if (lock_fd_ >= 0) ::close(lock_fd_);
+  if (writer_lock_fd_ >= 0) ::close(writer_lock_fd_);
   if (registered_) {
     std::lock_guard lock(registry().mutex);
     registry().open.erase({registry_dev_, registry_ino_});

@@ -43,6 +43,21 @@ struct Dbis {
   MDB_dbi meta = 0;
 };
 
+/// Opens the environment in `dir` with `flags`; throws LmdbStoreError with one line.
+MDB_env* open_raw(const std::filesystem::path& dir, unsigned flags, std::size_t map_size);
+/// Reads the meta database and the table handles. With `create`, makes a fresh layout
+/// instead (the environment was just created). `found_version` receives the format version
+/// of an existing layout.
+Dbis open_layout(const std::filesystem::path& dir, MDB_env* env, bool create,
+                 std::uint32_t* found_version = nullptr);
+
+/// Before LMDB opens `dir`: if its redo log holds a checkpoint made before the machine
+/// last started (a power cut or an OS crash since), puts data.mdb back to that
+/// checkpoint, replays the log onto it, flushes, and retires the log. Needs every other
+/// user of the directory gone: `lock_fd` (idem.lock, held shared unless `exclusive`) is
+/// taken exclusively meanwhile. Throws LmdbStoreError with one line.
+void recover_from_redo_log(const std::filesystem::path& dir, int lock_fd, bool exclusive);
+
 /// How an Env is opened.
 enum class Access {
   create,      ///< the store: creates the directory and the environment when absent
@@ -59,7 +74,12 @@ class Env {
   struct Options {
     Access access = Access::create;
     std::size_t map_size = 0;  ///< 0 keeps the environment's own
-    bool power = false;        ///< sync commits; otherwise MDB_NOSYNC
+    /// Commits flush their data pages before their meta page (MDB_NOMETASYNC), for the
+    /// tools' few writes; otherwise MDB_NOSYNC, and the store flushes.
+    bool sync_commits = false;
+    /// The directory's only writer: a store under durability power, whose redo log holds
+    /// only its own commits.
+    bool only_writer = false;
   };
 
   /// Validates before any write: an existing data.mdb is first opened read-only and its
@@ -79,10 +99,14 @@ class Env {
 
  private:
   Env() = default;
+  /// writer.lock: shared by writers, exclusive for a power gateway, whose redo log
+  /// holds only its own commits.
+  void lock_writers(bool only_writer);
   std::filesystem::path dir_;
   MDB_env* env_ = nullptr;
   Dbis dbis_;
   int lock_fd_ = -1;
+  int writer_lock_fd_ = -1;
   std::uint64_t registry_dev_ = 0;
   std::uint64_t registry_ino_ = 0;
   bool registered_ = false;

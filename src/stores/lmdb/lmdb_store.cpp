@@ -58,21 +58,27 @@ class LmdbStoreImpl final : public LmdbStore {
         syncer_([core = core_] {
           batch_scheduling();
           core->run_syncer();
+        }),
+        checkpointer_([core = core_] {
+          batch_scheduling();
+          core->run_checkpointer();
         }) {}
 
   ~LmdbStoreImpl() override {
     core_->request_stop();
     // Dropped from a callback on the writer or the syncer thread: a thread cannot join
     // itself, and the writer must not wait for the syncer, which stops only once the
-    // writer has. Both then finish their queues and release the Core (and the
-    // environment) alone.
+    // writer has (and the checkpointer once the syncer has). All three then finish their
+    // queues and release the Core (and the environment) alone.
     const auto self = std::this_thread::get_id();
     if (writer_.get_id() == self || syncer_.get_id() == self) {
       writer_.detach();
       syncer_.detach();
+      checkpointer_.detach();
     } else {
       writer_.join();
       syncer_.join();
+      checkpointer_.join();
     }
   }
 
@@ -150,6 +156,7 @@ class LmdbStoreImpl final : public LmdbStore {
   std::shared_ptr<Core> core_;
   std::thread writer_;
   std::thread syncer_;
+  std::thread checkpointer_;
 };
 
 }  // namespace
@@ -160,7 +167,7 @@ std::shared_ptr<LmdbStore> make_lmdb_store(LmdbStoreOptions options) {
   lmdb::Env::Options env_options;
   env_options.access = lmdb::Access::create;
   env_options.map_size = options.map_size;
-  env_options.power = options.durability == Durability::power;
+  env_options.only_writer = options.durability == Durability::power;
   auto env = lmdb::Env::open(options.path, env_options);
   auto core = std::make_shared<Core>(std::move(options), std::move(env));
   return std::make_shared<LmdbStoreImpl>(std::move(core));

@@ -39,7 +39,8 @@ bool Core::sweep(TimePoint now) {
   if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   std::vector<RecordId> changed;
 
-  Tables tables(txn, env_->dbis());
+  if (redo_) redo_batch_.clear();
+  Tables tables(txn, env_->dbis(), redo_ ? &redo_batch_ : nullptr);
   if (rc == 0) rc = tables.load_counters();
   std::uint64_t removed = 0;
   for (const std::string& key : due) {
@@ -57,9 +58,7 @@ bool Core::sweep(TimePoint now) {
     if (rc != 0) break;
     // A stale entry (the record moved on or is gone) or one for bytes that no longer
     // decode: only the index entry goes, never data the sweeper cannot read.
-    MDB_val k = as_val(key);
-    rc = mdb_del(txn, env_->dbis().expiry, &k, nullptr);
-    if (rc == MDB_NOTFOUND) rc = 0;
+    rc = tables.remove_index_entry(key);
   }
   if (rc == 0) rc = tables.save_counters();
   if (rc != 0 || due.empty()) {
@@ -69,6 +68,10 @@ bool Core::sweep(TimePoint now) {
   const std::uint64_t records = tables.record_count();
   if (mdb_txn_commit(txn) != 0) return false;
   commit_to_cache(changed, txnid);
+  if (redo_) {
+    log_commit(txnid);
+    sync_wake_.notify_one();
+  }
   mark_unsynced();
   records_.store(records, std::memory_order_relaxed);
   bytes_.store(tables.bytes(), std::memory_order_relaxed);

@@ -24,12 +24,6 @@ int get_u64(MDB_txn* txn, MDB_dbi dbi, std::string_view name, std::uint64_t& out
   return 0;
 }
 
-int put_u64(MDB_txn* txn, MDB_dbi dbi, std::string_view name, std::uint64_t value) {
-  MDB_val key = as_val(name);
-  MDB_val val{sizeof value, &value};
-  return mdb_put(txn, dbi, &key, &val, 0);
-}
-
 }  // namespace
 
 std::int64_t to_ms(TimePoint t) noexcept {
@@ -60,12 +54,46 @@ int Tables::load_counters() {
 }
 
 int Tables::save_counters() {
+  auto bytes_of = [](const std::uint64_t& v) {
+    return std::string_view(reinterpret_cast<const char*>(&v), sizeof v);
+  };
   if (tokens_dirty_) {
-    if (int rc = put_u64(txn_, dbis_.meta, kLastTokenKey, last_token_)) return rc;
+    if (int rc = put_value(RedoTable::meta, kLastTokenKey, bytes_of(last_token_))) return rc;
   }
-  if (bytes_dirty_) return put_u64(txn_, dbis_.meta, kBytesKey, bytes_);
+  if (bytes_dirty_) return put_value(RedoTable::meta, kBytesKey, bytes_of(bytes_));
   return 0;
 }
+
+MDB_dbi Tables::dbi(RedoTable table) const noexcept {
+  switch (table) {
+    case RedoTable::records:
+      return dbis_.records;
+    case RedoTable::expiry:
+      return dbis_.expiry;
+    case RedoTable::meta:
+      break;
+  }
+  return dbis_.meta;
+}
+
+int Tables::put_value(RedoTable table, std::string_view key, std::string_view value) {
+  MDB_val k = as_val(key);
+  MDB_val v = as_val(value);
+  if (int rc = mdb_put(txn_, dbi(table), &k, &v, 0)) return rc;
+  if (redo_) redo_->put(table, key, value);
+  return 0;
+}
+
+int Tables::del_value(RedoTable table, std::string_view key) {
+  MDB_val k = as_val(key);
+  const int rc = mdb_del(txn_, dbi(table), &k, nullptr);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  if (redo_) redo_->del(table, key);
+  return 0;
+}
+
+int Tables::remove_index_entry(std::string_view key) { return del_value(RedoTable::expiry, key); }
 
 int Tables::find(const RecordId& id, Found& out) {
   MDB_val key = as_val(id_bytes(id));
@@ -81,39 +109,31 @@ int Tables::find(const RecordId& id, Found& out) {
 
 int Tables::put(const RecordId& id, const Record& record, const Found& old) {
   const std::string bytes = encode_record(record);
-  MDB_val key = as_val(id_bytes(id));
-  MDB_val val = as_val(bytes);
-  if (int rc = mdb_put(txn_, dbis_.records, &key, &val, 0)) return rc;
+  const std::string_view key = id_bytes(id);
+  if (int rc = put_value(RedoTable::records, key, bytes)) return rc;
   const std::string new_index = expiry_key(record.expires_at, id);
   if (old.record && old.record->has_value()) {
     const std::string old_index = expiry_key((*old.record)->expires_at, id);
     if (old_index == new_index) {
-      add_bytes(key.mv_size + bytes.size(), old.size);
+      add_bytes(key.size() + bytes.size(), old.size);
       return 0;
     }
-    MDB_val k = as_val(old_index);
-    const int rc = mdb_del(txn_, dbis_.expiry, &k, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    if (int rc = del_value(RedoTable::expiry, old_index)) return rc;
   }
-  MDB_val k = as_val(new_index);
-  MDB_val empty{0, nullptr};
-  if (int rc = mdb_put(txn_, dbis_.expiry, &k, &empty, 0)) return rc;
-  add_bytes(key.mv_size + bytes.size(), old.size);
+  if (int rc = put_value(RedoTable::expiry, new_index, {})) return rc;
+  add_bytes(key.size() + bytes.size(), old.size);
   return 0;
 }
 
 int Tables::remove(const RecordId& id, const Found& old) {
   if (!old.present()) return 0;
-  MDB_val key = as_val(id_bytes(id));
-  int rc = mdb_del(txn_, dbis_.records, &key, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+  if (int rc = del_value(RedoTable::records, id_bytes(id))) return rc;
   // A record that does not decode leaves its index entry; the sweeper drops it when it
   // comes due and finds no record.
   if (old.record->has_value()) {
-    const std::string index = expiry_key((*old.record)->expires_at, id);
-    MDB_val k = as_val(index);
-    rc = mdb_del(txn_, dbis_.expiry, &k, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    if (int rc = del_value(RedoTable::expiry, expiry_key((*old.record)->expires_at, id))) {
+      return rc;
+    }
   }
   add_bytes(0, old.size);
   return 0;

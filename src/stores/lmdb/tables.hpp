@@ -13,6 +13,7 @@
 #include "idem/record.hpp"
 #include "idem/result.hpp"
 #include "stores/lmdb/env.hpp"
+#include "stores/lmdb/redo_log.hpp"
 
 namespace idem::lmdb {
 
@@ -49,7 +50,9 @@ struct Found {
 /// Methods return 0 or an LMDB error code; after an error the caller aborts the txn.
 class Tables {
  public:
-  Tables(MDB_txn* txn, const Dbis& dbis) noexcept : txn_(txn), dbis_(dbis) {}
+  /// `redo`, when given, receives every change the transaction makes through this object.
+  Tables(MDB_txn* txn, const Dbis& dbis, RedoBatch* redo = nullptr) noexcept
+      : txn_(txn), dbis_(dbis), redo_(redo) {}
 
   int load_counters();
   int save_counters();
@@ -59,6 +62,8 @@ class Tables {
   int put(const RecordId& id, const Record& record, const Found& old);
   /// Removes what `old` found.
   int remove(const RecordId& id, const Found& old);
+  /// Removes one expiry index entry; absent is not an error.
+  int remove_index_entry(std::string_view key);
 
   std::uint64_t issue_token() noexcept {
     tokens_dirty_ = true;
@@ -76,9 +81,14 @@ class Tables {
 
  private:
   void add_bytes(std::size_t add, std::size_t sub) noexcept;
+  int put_value(RedoTable table, std::string_view key, std::string_view value);
+  /// Absent is not an error.
+  int del_value(RedoTable table, std::string_view key);
+  MDB_dbi dbi(RedoTable table) const noexcept;
 
   MDB_txn* txn_;
   const Dbis& dbis_;
+  RedoBatch* redo_;
   std::uint64_t last_token_ = 0;
   std::uint64_t bytes_ = 0;
   bool tokens_dirty_ = false;

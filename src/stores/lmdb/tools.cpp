@@ -28,7 +28,7 @@ using lmdb::Env;
 std::unique_ptr<Env> open_env(const fs::path& dir, Access access) {
   Env::Options options;
   options.access = access;
-  options.power = true;  // a tool's few writes are flushed before it reports them done
+  options.sync_commits = true;  // a tool's few writes are flushed before it reports them done
   return Env::open(dir, options);
 }
 

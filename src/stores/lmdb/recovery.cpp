@@ -1,0 +1,137 @@
+// Recovery from the redo log of durability "power" (redo_log.hpp): after a power cut or an
+// OS crash, data.mdb's pages since the last checkpoint may be on the disk in any mix of
+// old and new, meta pages included. The pages of the checkpoint's commit were never
+// written after it (a read transaction kept LMDB from reusing them) and were flushed
+// before the checkpoint was recorded, so its meta page, put back into both meta slots,
+// names a whole tree. Replaying the log's records on top of it gives every commit that
+// was acknowledged since.
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "stores/lmdb/env.hpp"
+#include "stores/lmdb/redo_log.hpp"
+
+namespace idem::lmdb {
+namespace fs = std::filesystem;
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+void restore_meta(const fs::path& dir, const RedoCheckpoint& c) {
+  if (c.meta.size() != kMetaCopyBytes || lmdb_meta_txnid(c.meta) != c.txnid || c.txnid == 0 ||
+      c.page_size < kMetaCopyBytes) {
+    fail(dir, "the redo log's checkpoint does not hold an LMDB meta page; nothing was changed");
+  }
+  const fs::path file = dir / "data.mdb";
+  const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) fail(dir, "cannot open data.mdb to recover it: " + errno_text());
+  bool ok = true;
+  for (std::uint64_t slot = 0; slot < 2 && ok; ++slot) {
+    std::string page = c.meta;
+    std::memcpy(page.data(), &slot, sizeof slot);  // a page starts with its own number
+    ok = ::pwrite(fd, page.data(), page.size(), static_cast<off_t>(slot * c.page_size)) ==
+         static_cast<ssize_t>(page.size());
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const std::string why = errno_text();
+  ::close(fd);
+  if (!ok) fail(dir, "cannot restore data.mdb's checkpoint: " + why);
+}
+
+MDB_dbi dbi_of(const Dbis& dbis, RedoTable table) {
+  switch (table) {
+    case RedoTable::records:
+      return dbis.records;
+    case RedoTable::expiry:
+      return dbis.expiry;
+    case RedoTable::meta:
+      break;
+  }
+  return dbis.meta;
+}
+
+// A read transaction keeps the checkpoint's pages from being reused while the log is
+// replayed, in transactions of kRecordsPerTxn records: a crash during recovery leaves the
+// same checkpoint to recover from again.
+constexpr std::size_t kRecordsPerTxn = 1024;
+
+int replay_records(MDB_env* env, const Dbis& dbis, const RedoContents& log) {
+  std::size_t i = 0;
+  while (i < log.records.size()) {
+    MDB_txn* txn = nullptr;
+    if (int rc = mdb_txn_begin(env, nullptr, 0, &txn)) return rc;
+    int rc = 0;
+    for (const std::size_t end = std::min(i + kRecordsPerTxn, log.records.size());
+         i < end && rc == 0; ++i) {
+      const RedoRecord& record = log.records[i];
+      if (record.txnid <= log.checkpoint.txnid) continue;
+      for (const RedoChange& change : record.changes) {
+        MDB_val key{change.key.size(), const_cast<char*>(change.key.data())};
+        if (change.put) {
+          MDB_val val{change.value.size(), const_cast<char*>(change.value.data())};
+          rc = mdb_put(txn, dbi_of(dbis, change.table), &key, &val, 0);
+        } else {
+          rc = mdb_del(txn, dbi_of(dbis, change.table), &key, nullptr);
+          if (rc == MDB_NOTFOUND) rc = 0;
+        }
+        if (rc != 0) break;
+      }
+    }
+    if (rc != 0) {
+      mdb_txn_abort(txn);
+      return rc;
+    }
+    if ((rc = mdb_txn_commit(txn))) return rc;
+  }
+  return mdb_env_sync(env, 1);
+}
+
+void replay(const fs::path& dir, const RedoContents& log) {
+  MDB_env* env = open_raw(dir, MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC | MDB_WRITEMAP, 0);
+  MDB_txn* pin = nullptr;
+  auto close = [&] {
+    if (pin) mdb_txn_abort(pin);
+    mdb_env_close(env);
+  };
+  try {
+    const Dbis dbis = open_layout(dir, env, false);
+    int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &pin);
+    if (rc == 0 && mdb_txn_id(pin) != log.checkpoint.txnid) rc = MDB_CORRUPTED;
+    if (rc == 0) rc = replay_records(env, dbis, log);
+    if (rc != 0) fail(dir, "cannot replay the redo log: " + mdb_error(rc));
+  } catch (...) {
+    close();
+    throw;
+  }
+  close();
+}
+
+}  // namespace
+
+void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive) {
+  std::optional<RedoContents> log = read_redo_log(dir);
+  if (!log) return;
+  const std::string boot = current_boot_id();
+  // The same boot: whatever wrote the log died alone, and the page cache kept every page
+  // it wrote. Opening for writing then flushes and retires the log (Env::open).
+  if (!boot.empty() && boot == log->checkpoint.boot_id) return;
+  if (!exclusive && ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    fail(dir,
+         "must be recovered from its redo log (the machine restarted since a gateway with "
+         "durability \"power\" wrote it), which needs every other user of the directory "
+         "stopped");
+  }
+  restore_meta(dir, log->checkpoint);
+  replay(dir, *log);
+  retire_redo_log(dir);
+  if (!exclusive) ::flock(lock_fd, LOCK_SH);
+}
+
+}  // namespace idem::lmdb
