@@ -57,7 +57,7 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
     MemoryStoreOptions options;
     options.max_records = settings.memory_max_records;
     options.max_bytes = settings.memory_max_bytes;
-    return StoreHandle{make_memory_store(options), nullptr, nullptr};
+    return StoreHandle{make_memory_store(options), nullptr, nullptr, nullptr};
   }
 
   if (spec.starts_with("lmdb:")) {
@@ -70,13 +70,15 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
     options.durability = settings.durability_power ? Durability::power : Durability::process;
     try {
       auto store = make_lmdb_store(options);
-      return StoreHandle{store, nullptr, [path] {
+      return StoreHandle{store, nullptr,
+                         [path] {
                            try {
                              return load_or_create_secret(path);
                            } catch (const LmdbStoreError& e) {
                              throw std::runtime_error(e.what());
                            }
-                         }};
+                         },
+                         nullptr};
     } catch (const LmdbStoreError& e) {
       throw std::runtime_error(std::string(origin) + ": " + e.what());
     }

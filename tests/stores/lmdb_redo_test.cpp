@@ -153,6 +153,27 @@ class LmdbPowerCutTest : public LmdbStoreTest {
 
   fs::path data() const { return dir_.path() / "data.mdb"; }
 
+  /// What the disk holds: data.mdb and the redo log's two files.
+  struct Disk {
+    std::string data;
+    std::string log0;
+    std::string log1;
+  };
+  /// The directory as it is now: taken while the store runs and nothing is in flight,
+  /// it is a disk that a power cut or a kill -9 could leave.
+  Disk cut() const {
+    return {file_bytes(data()), file_bytes(dir_.path() / "redo" / "0"),
+            file_bytes(dir_.path() / "redo" / "1")};
+  }
+  /// Puts `disk` back once the store is closed (a clean stop retires the log).
+  void put_back(const Disk& disk) const {
+    write_file(data(), disk.data);
+    fs::remove_all(dir_.path() / "redo");
+    fs::create_directory(dir_.path() / "redo");
+    write_file(dir_.path() / "redo" / "0", disk.log0);
+    write_file(dir_.path() / "redo" / "1", disk.log1);
+  }
+
   std::map<std::string, std::string> bodies_;
   std::map<std::string, std::uint64_t> tokens_;
   std::set<std::string> erased_;
@@ -170,33 +191,27 @@ TEST_F(LmdbPowerCutTest, AnyMixOfPagesWrittenSinceTheCheckpointLosesNoAcknowledg
   ASSERT_EQ(lmdb_->counters().checkpoints, 0u);
   // The cut: what the disk may hold is, page by page, the checkpoint's version or a later
   // one (here: the last), and the log up to its last acknowledged write.
-  const std::string at_cut = file_bytes(data());
-  const std::string log0 = file_bytes(dir_.path() / "redo" / "0");
-  const std::string log1 = file_bytes(dir_.path() / "redo" / "1");
+  const Disk at_cut = cut();
   close();
-  ASSERT_EQ(at_checkpoint.size(), at_cut.size());
-  ASSERT_NE(at_checkpoint, at_cut);
+  ASSERT_EQ(at_checkpoint.size(), at_cut.data.size());
+  ASSERT_NE(at_checkpoint, at_cut.data);
 
   const auto bodies = bodies_;
   for (unsigned seed = 1; seed <= 6; ++seed) {
     std::mt19937 random(seed);
-    std::string disk = at_cut;
+    Disk disk = at_cut;
     std::size_t older = 0;
-    for (std::size_t page = 0; page * 4096 < disk.size(); ++page) {
+    for (std::size_t page = 0; page * 4096 < disk.data.size(); ++page) {
       // Seeds 1 and 2: the meta pages as of the cut and as of the checkpoint; the rest:
       // every page drawn.
       const bool keep_old = page < 2 ? seed % 2 == 0 : random() % 2 == 0;
       if (keep_old) {
-        disk.replace(page * 4096, 4096, at_checkpoint, page * 4096, 4096);
+        disk.data.replace(page * 4096, 4096, at_checkpoint, page * 4096, 4096);
         ++older;
       }
     }
     ASSERT_GT(older, 0u);
-    write_file(data(), disk);
-    fs::remove_all(dir_.path() / "redo");
-    fs::create_directory(dir_.path() / "redo");
-    write_file(dir_.path() / "redo" / "0", log0);
-    write_file(dir_.path() / "redo" / "1", log1);
+    put_back(disk);
     lmdb::set_boot_id_for_testing("after-the-cut-" + std::to_string(seed));
 
     open(options);
@@ -217,16 +232,9 @@ TEST_F(LmdbPowerCutTest, RecoveryReplaysTheLogAcrossCheckpointsAndGenerations) {
   const auto checkpoints = lmdb_->counters().checkpoints;
   EXPECT_GE(checkpoints, 2u) << "the log should have changed generation";
   write_records(60, "tail-");  // after the last checkpoint: only the log has these
-  // The cut: nothing is in flight (every write above was answered), so data.mdb and the
-  // log as they are now are a disk the machine could have left.
-  const std::string at_cut = file_bytes(data());
-  const std::string log0 = file_bytes(dir_.path() / "redo" / "0");
-  const std::string log1 = file_bytes(dir_.path() / "redo" / "1");
+  const Disk at_cut = cut();
   close();
-  write_file(data(), at_cut);
-  fs::create_directory(dir_.path() / "redo");
-  write_file(dir_.path() / "redo" / "0", log0);
-  write_file(dir_.path() / "redo" / "1", log1);
+  put_back(at_cut);
   lmdb::set_boot_id_for_testing("after-the-cut");
 
   open(power(20ms));
@@ -252,24 +260,17 @@ TEST_F(LmdbPowerCutTest, APowerStoreIsTheDirectorysOnlyWriter) {
   EXPECT_EQ(run_helper({"erase", dir_.path().string(), id("k0").hex()}), 2);
   close();
 
-  open();  // durability process shares the directory, and a power store then waits its turn
+  open();  // durability process: other writers share the directory again
   EXPECT_EQ(run_helper({"erase", dir_.path().string(), id("k0").hex()}), 0);
-  close();
-  lmdb_ = nullptr;
 }
 
 TEST_F(LmdbPowerCutTest, ALogLeftInThisBootIsRetiredByTheNextWriter) {
   open(power(1h));
   write_records(30, "k");
-  const std::string at_cut = file_bytes(data());
-  const std::string log0 = file_bytes(dir_.path() / "redo" / "0");
-  const std::string log1 = file_bytes(dir_.path() / "redo" / "1");
+  const Disk at_cut = cut();
   close();
   // As kill -9 would leave it: the page cache holds everything, and the log is still there.
-  write_file(data(), at_cut);
-  fs::create_directory(dir_.path() / "redo");
-  write_file(dir_.path() / "redo" / "0", log0);
-  write_file(dir_.path() / "redo" / "1", log1);
+  put_back(at_cut);
   ASSERT_EQ(run_helper({"erase", dir_.path().string(), id("k0").hex()}), 0);
   EXPECT_FALSE(fs::exists(dir_.path() / "redo"));
   bodies_.erase("k0");

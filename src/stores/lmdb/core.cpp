@@ -106,10 +106,11 @@ Error Core::error_of(int rc) const {
                "lmdb store at " + env_->dir().string() + ": " + mdb_error(rc)};
 }
 
-ApplyContext Core::context(MDB_txn* txn, TimePoint now) const {
+ApplyContext Core::context(MDB_txn* txn, TimePoint now) {
   ApplyContext ctx;
   ctx.now = now;
   const std::size_t used = used_pages(txn, env_->dbis());
+  used_pages_ = used;
   if (used * kClaimLimitDen > map_pages_ * kClaimLimitNum) {
     ctx.claims_allowed = false;
     ctx.full_error = "lmdb store at " + env_->dir().string() + " is full: " +

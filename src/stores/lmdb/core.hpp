@@ -86,7 +86,8 @@ class Core {
  private:
   void run_batch(std::span<Op> ops);
   int commit(std::span<Op> ops, TimePoint now);
-  ApplyContext context(MDB_txn* txn, TimePoint now) const;
+  /// Also notes the pages in use (used_pages_).
+  ApplyContext context(MDB_txn* txn, TimePoint now);
   /// Removes up to sweep_batch expired records; true when more are due.
   bool sweep(TimePoint now);
   int sync();
@@ -126,6 +127,7 @@ class Core {
   std::atomic<std::uint64_t> known_txnid_{0};
   std::size_t map_bytes_ = 0;  // as LMDB has it: an existing environment keeps its own
   std::size_t map_pages_ = 0;
+  std::size_t used_pages_ = 0;  // the writer's, as of its last transaction
 
   std::mutex mutex_;
   std::condition_variable wake_;

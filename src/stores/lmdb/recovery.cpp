@@ -17,6 +17,7 @@
 
 #include "stores/lmdb/env.hpp"
 #include "stores/lmdb/redo_log.hpp"
+#include "stores/lmdb/tables.hpp"
 
 namespace idem::lmdb {
 namespace fs = std::filesystem;
@@ -43,18 +44,6 @@ void restore_meta(const fs::path& dir, const RedoCheckpoint& c) {
   const std::string why = errno_text();
   ::close(fd);
   if (!ok) fail(dir, "cannot restore data.mdb's checkpoint: " + why);
-}
-
-MDB_dbi dbi_of(const Dbis& dbis, RedoTable table) {
-  switch (table) {
-    case RedoTable::records:
-      return dbis.records;
-    case RedoTable::expiry:
-      return dbis.expiry;
-    case RedoTable::meta:
-      break;
-  }
-  return dbis.meta;
 }
 
 // A read transaction keeps the checkpoint's pages from being reused while the log is

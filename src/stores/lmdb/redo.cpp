@@ -122,11 +122,15 @@ void Core::maybe_checkpoint() {
     return;
   }
   // The pin keeps LMDB from reusing any page freed since the checkpoint, so the map
-  // fills with them as fast as commits copy pages: a checkpoint is due once they take an
-  // eighth of it, whatever the interval.
+  // fills with them as fast as commits copy pages. A checkpoint is due, whatever the
+  // interval, once the map has grown by half the room that records may still take (new
+  // records stop at 7/8 of the map), or past 7/8 of it: pinned pages and records together
+  // then never take more than the map has.
   MDB_envinfo info;
   mdb_env_info(env_->get(), &info);
-  const bool pages_due = info.me_last_pgno > pinned_last_page_ + map_pages_ / 8;
+  const std::size_t records_room = map_pages_ * 7 / 8 - std::min(used_pages_, map_pages_ * 7 / 8);
+  const std::size_t limit = std::min(pinned_last_page_ + records_room / 2, map_pages_ * 7 / 8);
+  const bool pages_due = info.me_last_pgno > limit;
   if (now < next_checkpoint_ && generation_bytes_ < kGenerationBytesLimit && !pages_due) return;
   auto job = take_checkpoint();
   next_checkpoint_ = now + interval(options_);

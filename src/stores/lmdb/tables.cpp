@@ -64,29 +64,29 @@ int Tables::save_counters() {
   return 0;
 }
 
-MDB_dbi Tables::dbi(RedoTable table) const noexcept {
+MDB_dbi dbi_of(const Dbis& dbis, RedoTable table) noexcept {
   switch (table) {
     case RedoTable::records:
-      return dbis_.records;
+      return dbis.records;
     case RedoTable::expiry:
-      return dbis_.expiry;
+      return dbis.expiry;
     case RedoTable::meta:
       break;
   }
-  return dbis_.meta;
+  return dbis.meta;
 }
 
 int Tables::put_value(RedoTable table, std::string_view key, std::string_view value) {
   MDB_val k = as_val(key);
   MDB_val v = as_val(value);
-  if (int rc = mdb_put(txn_, dbi(table), &k, &v, 0)) return rc;
+  if (int rc = mdb_put(txn_, dbi_of(dbis_, table), &k, &v, 0)) return rc;
   if (redo_) redo_->put(table, key, value);
   return 0;
 }
 
 int Tables::del_value(RedoTable table, std::string_view key) {
   MDB_val k = as_val(key);
-  const int rc = mdb_del(txn_, dbi(table), &k, nullptr);
+  const int rc = mdb_del(txn_, dbi_of(dbis_, table), &k, nullptr);
   if (rc == MDB_NOTFOUND) return 0;
   if (rc != 0) return rc;
   if (redo_) redo_->del(table, key);

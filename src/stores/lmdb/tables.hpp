@@ -27,6 +27,9 @@ inline std::string_view id_bytes(const RecordId& id) noexcept {
   return {reinterpret_cast<const char*>(id.bytes().data()), id.size()};
 }
 
+/// The database a redo log change names.
+MDB_dbi dbi_of(const Dbis& dbis, RedoTable table) noexcept;
+
 /// The expiry index key of a record: 8 bytes that sort like the time, then the id.
 std::string expiry_key(TimePoint expires_at, const RecordId& id);
 /// The expiry time (in ms) and id held in an expiry key; false when it is malformed.
@@ -84,7 +87,6 @@ class Tables {
   int put_value(RedoTable table, std::string_view key, std::string_view value);
   /// Absent is not an error.
   int del_value(RedoTable table, std::string_view key);
-  MDB_dbi dbi(RedoTable table) const noexcept;
 
   MDB_txn* txn_;
   const Dbis& dbis_;
