@@ -41,9 +41,9 @@ struct LmdbStoreOptions {
   /// bound what an OS crash loses. Zero never flushes (the OS writes back on its own).
   std::chrono::milliseconds sync_interval{1000};
   /// With Durability::power: flush data.mdb and start the redo log again this often (or
-  /// once the log holds 64 MiB). It loses nothing either way: a longer interval means
-  /// fewer flushes of data.mdb, a shorter one less log to replay after a power cut.
-  std::chrono::milliseconds checkpoint_interval{10000};
+  /// sooner: see docs/durable-store.md). It loses nothing either way: it sets how much
+  /// log a recovery after a power cut replays, and how much each flush writes at once.
+  std::chrono::milliseconds checkpoint_interval{1000};
   /// Completed records kept decoded in memory for replays (0: none). Only a cache: every
   /// answer is what LMDB holds, also when other processes write the directory.
   std::size_t cache_bytes = std::size_t{64} << 20;

@@ -286,8 +286,14 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   // tool flushes that meta page with mdb_env_sync before it reports the write done.
   // MDB_WRITEMAP: commits write pages in the shared map instead of copying each one into
   // the page cache with pwrite, which was most of the writer's time (docs/durable-store.md).
+  // Not for the only writer (durability power): there every page a commit copies is a new
+  // one (the checkpoint's pin), and each flush write-protects the map again, so a
+  // writable map costs a page fault per page where pwrite costs a copy; measured slower.
+  // LMDB forbids mixing the two only between processes writing at the same time, which
+  // the only writer excludes.
   const unsigned sync = options.sync_commits ? MDB_NOMETASYNC : MDB_NOSYNC;
-  self->env_ = open_raw(dir, base | sync | MDB_WRITEMAP, options.map_size);
+  const unsigned map = options.only_writer ? 0u : unsigned{MDB_WRITEMAP};
+  self->env_ = open_raw(dir, base | sync | map, options.map_size);
   reserve_map(dir, self->env_);
   int dead = 0;
   mdb_reader_check(self->env_, &dead);  // slots of killed processes would pin old pages

@@ -10,6 +10,8 @@
 #include "idem/lmdb_store.hpp"
 
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <thread>
 #include <utility>
@@ -47,6 +49,19 @@ void batch_scheduling() {
   ::sched_setscheduler(0, SCHED_BATCH, &param);
 }
 
+// The checkpointer's flush of data.mdb writes a second or two of copied pages at once,
+// and the redo log's writes, which answers wait for, queued behind it. In the idle I/O
+// class (honoured by the mq-deadline and BFQ schedulers, which still serve it within
+// seconds), the log's writes go first: the 99th percentile of fresh keys under durability
+// power was 29-32 ms with it against 41-43 ms without (1 s checkpoints). Best effort,
+// like batch_scheduling().
+void idle_io_priority() {
+  constexpr int kWhoThread = 1;  // IOPRIO_WHO_PROCESS: with id 0, the calling thread
+  constexpr int kClassIdle = 3;  // IOPRIO_CLASS_IDLE
+  constexpr int kClassShift = 13;
+  ::syscall(SYS_ioprio_set, kWhoThread, 0, kClassIdle << kClassShift);
+}
+
 class LmdbStoreImpl final : public LmdbStore {
  public:
   explicit LmdbStoreImpl(std::shared_ptr<Core> core)
@@ -61,6 +76,7 @@ class LmdbStoreImpl final : public LmdbStore {
         }),
         checkpointer_([core = core_] {
           batch_scheduling();
+          idle_io_priority();
           core->run_checkpointer();
         }) {}
 

@@ -295,6 +295,11 @@ std::unique_ptr<RedoLog> RedoLog::create(const fs::path& dir, const RedoCheckpoi
     if (log->fds_[i] < 0) fail(dir, "cannot create " + file.string() + ": " + errno_text(errno));
   }
   log->generation_ = first.generation;
+  for (int i = 0; i < 2; ++i) {
+    if (int e = log->extend(i, std::uint64_t{1} << 20)) {
+      fail(dir, "cannot write the redo log: " + errno_text(e));
+    }
+  }
   if (int e = log->write_checkpoint(first)) {
     fail(dir, "cannot write the redo log's first checkpoint: " + errno_text(e));
   }
@@ -312,12 +317,29 @@ RedoLog::~RedoLog() {
   }
 }
 
+// Appends overwrite blocks that were written before, so that an O_DSYNC write needs no
+// metadata of its own: a write that grows the file (or fills a preallocated block) waits
+// for a journal commit, which a checkpoint's flush of data.mdb can hold up for tens of
+// milliseconds. So files grow ahead of the writes, in steps of zeros.
+int RedoLog::extend(int file, std::uint64_t to) {
+  static const std::string zeros(std::size_t{1} << 20, '\0');
+  while (written_[file] < to) {
+    if (int e = pwrite_all(fds_[file], zeros, written_[file])) return e;
+    written_[file] += zeros.size();
+  }
+  return 0;
+}
+
 int RedoLog::append(std::uint64_t generation, std::string_view bytes) {
   if (generation != generation_) {
     generation_ = generation;
     offset_ = kRedoHeaderBytes;
   }
-  if (int e = pwrite_all(fds_[generation % 2], bytes, offset_)) return e;
+  const int file = static_cast<int>(generation % 2);
+  if (offset_ + bytes.size() > written_[file]) {
+    if (int e = extend(file, offset_ + bytes.size() + kRedoFileStep)) return e;
+  }
+  if (int e = pwrite_all(fds_[file], bytes, offset_)) return e;
   offset_ += bytes.size();
   return 0;
 }

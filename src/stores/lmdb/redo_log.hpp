@@ -28,6 +28,8 @@ namespace idem::lmdb {
 enum class RedoTable : std::uint8_t { records = 0, expiry = 1, meta = 2 };
 
 inline constexpr std::size_t kRedoHeaderBytes = 4096;
+/// How far ahead of its writes a log file is written with zeros.
+inline constexpr std::uint64_t kRedoFileStep = std::uint64_t{8} << 20;
 /// The part of LMDB's meta page a checkpoint keeps: its page header and MDB_meta.
 inline constexpr std::size_t kMetaCopyBytes = 256;
 
@@ -128,7 +130,10 @@ class RedoLog {
 
  private:
   RedoLog() = default;
+  /// Writes zeros to `file` up to at least `to`; 0 or an errno value.
+  int extend(int file, std::uint64_t to);
   int fds_[2] = {-1, -1};
+  std::uint64_t written_[2] = {0, 0};  ///< bytes of each file written at least once
   std::uint64_t generation_ = 0;
   std::uint64_t offset_ = kRedoHeaderBytes;
 };
