@@ -34,7 +34,7 @@ namespace idem::lmdb {
 /// writer frames each commit's changes for the redo log (redo_log.hpp) and hands the
 /// batch over, and the syncer answers it once its log write has returned (while the
 /// writer commits the next batch); a third thread, run_checkpointer(), flushes data.mdb
-/// every sync_interval and records the checkpoint that lets the log start again. For
+/// every checkpoint_interval and records the checkpoint that lets the log start again. For
 /// Durability::process the syncer flushes every sync_interval if anything was committed. When the
 /// transaction fails (MDB_MAP_FULL), the operations are retried one per transaction, so a
 /// completion that fits is not lost with a claim that does not. Between batches the writer

@@ -101,10 +101,11 @@ void write_format_version(const fs::path& dir, MDB_txn* txn, MDB_dbi meta) {
   }
 }
 
-// Writers map data.mdb writable, so a page LMDB writes is a store to memory, and a store
-// that the file system cannot back (a full disk under a sparse file) is a SIGBUS, not an
-// error code. Every block of the map is therefore allocated before the first write: a full
-// disk then stops start-up with one line instead of the gateway later.
+// Writers map data.mdb writable (all but a power store), so a page LMDB writes is a store
+// to memory, and a store that the file system cannot back (a full disk under a sparse
+// file) is a SIGBUS, not an error code. Every block of the map is therefore allocated
+// before the first write: a full disk then stops start-up with one line instead of the
+// gateway later (a power store, which writes with pwrite, gets the same promise).
 void reserve_map(const fs::path& dir, MDB_env* env) {
   MDB_envinfo info;
   mdb_env_info(env, &info);

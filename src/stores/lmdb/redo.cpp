@@ -1,6 +1,6 @@
 // Durability "power": the store's side of the redo log (redo_log.hpp). The writer frames
 // each commit's changes, the syncer writes them with O_DSYNC before it answers anyone,
-// and the checkpointer flushes data.mdb every sync_interval and records a checkpoint, so
+// and the checkpointer flushes data.mdb every checkpoint_interval and records a checkpoint, so
 // that the log starts again instead of growing and a recovery replays at most that much.
 
 #include <unistd.h>
