@@ -93,6 +93,8 @@ class Core {
   int sync();
   /// Power: a fresh log whose first checkpoint is the newest commit, flushed.
   void start_redo_log();
+  /// Power: flushes data.mdb a few MiB at a time, then in full (sync()).
+  int flush_in_steps();
   /// Power: the syncer's write of what the writer logged; 0 or an errno value.
   int write_log(std::vector<std::pair<std::uint64_t, std::string>>& segments);
   /// Power: frames the changes of the transaction just committed for the syncer.

@@ -3,6 +3,7 @@
 // and the checkpointer flushes data.mdb every checkpoint_interval and records a checkpoint, so
 // that the log starts again instead of growing and a recovery replays at most that much.
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,6 +154,28 @@ void Core::maybe_checkpoint() {
   checkpoint_wake_.notify_one();
 }
 
+// A flush of a second's pages in one call puts them all in the disk's queue at once, and
+// every log write, which answers wait for, then waits behind them: p99 of fresh keys
+// 26-30 ms. Flushed a few MiB at a time, with the log's writes in between: 10-11 ms, for
+// about 5% of the rate (alternated runs, docs/durable-store.md).
+int Core::flush_in_steps() {
+  constexpr off_t kStep = off_t{4} << 20;
+  mdb_filehandle_t fd;
+  if (int rc = mdb_env_get_fd(env_->get(), &fd)) return rc;
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_->get(), &info);
+  mdb_env_stat(env_->get(), &st);
+  const auto end = static_cast<off_t>((info.me_last_pgno + 1) * st.ms_psize);
+  for (off_t at = 0; at < end; at += kStep) {
+    // Best effort: the flush below is what the checkpoint relies on.
+    ::sync_file_range(
+        fd, at, kStep,
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  }
+  return sync();
+}
+
 void Core::run_checkpointer() {
   std::unique_lock lock(checkpoint_mutex_);
   for (;;) {
@@ -162,7 +185,7 @@ void Core::run_checkpointer() {
     checkpoint_job_.reset();
     lock.unlock();
     // The checkpoint's pages on the disk first, then the record that points at them.
-    int error = sync();
+    int error = flush_in_steps();
     if (error == 0) error = redo_->write_checkpoint(checkpoint);
     if (error == 0) {
       // The checkpoint before it is no longer what a recovery starts from.
