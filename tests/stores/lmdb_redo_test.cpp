@@ -241,6 +241,29 @@ TEST_F(LmdbPowerCutTest, RecoveryReplaysTheLogAcrossCheckpointsAndGenerations) {
   expect_every_write();
 }
 
+TEST_F(LmdbPowerCutTest, AFailedLogWriteIsAnsweredWithAnErrorAndWrittenBeforeTheNext) {
+  open(power(1h, std::size_t{64} << 20));
+  const std::uint64_t first = acquire(request("first"));
+  lmdb::fail_redo_appends_for_testing(1);
+  auto failed = complete("first", first, response(201, "first body"), 1h);
+  lmdb::fail_redo_appends_for_testing(0);
+  ASSERT_FALSE(failed.has_value()) << "a completion not in the log must not be acknowledged";
+  EXPECT_EQ(failed.error().code, Errc::store_unavailable);
+  EXPECT_NE(failed.error().message.find("redo log"), std::string::npos) << failed.error().message;
+  // The commit stands in LMDB, so the next write carries its record first: the log never
+  // holds a later commit without the ones before it.
+  write_records(10, "later-");
+  const Disk at_cut = cut();
+  close();
+  put_back(at_cut);
+  lmdb::set_boot_id_for_testing("after-the-cut");
+  open(power(1h, std::size_t{64} << 20));
+  expect_every_write();
+  auto replay = claim(request("first"));
+  ASSERT_TRUE(replay.has_value() && replay->existing && replay->existing->response);
+  EXPECT_EQ(replay->existing->response->body, "first body");
+}
+
 TEST_F(LmdbPowerCutTest, ACleanStopLeavesNoLogToReplay) {
   open(power(1h));
   write_records(20, "k");

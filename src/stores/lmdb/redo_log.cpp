@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -86,6 +87,7 @@ std::string read_whole(const fs::path& file) {
 
 std::mutex boot_mutex;
 std::string boot_override;
+std::atomic<int> appends_to_fail{0};
 
 }  // namespace
 
@@ -235,6 +237,8 @@ void set_boot_id_for_testing(std::string boot_id) {
   boot_override = std::move(boot_id);
 }
 
+void fail_redo_appends_for_testing(int n) { appends_to_fail.store(n); }
+
 fs::path redo_dir(const fs::path& dir) { return dir / "redo"; }
 
 std::optional<RedoContents> read_redo_log(const fs::path& dir) {
@@ -336,6 +340,9 @@ int RedoLog::append(std::uint64_t generation, std::string_view bytes) {
     offset_ = kRedoHeaderBytes;
   }
   const int file = static_cast<int>(generation % 2);
+  for (int left = appends_to_fail.load(); left > 0;) {
+    if (appends_to_fail.compare_exchange_weak(left, left - 1)) return ENOSPC;
+  }
   if (offset_ + bytes.size() > written_[file]) {
     if (int e = extend(file, offset_ + bytes.size() + kRedoFileStep)) return e;
   }

@@ -90,6 +90,8 @@ std::optional<RedoCheckpoint> decode_checkpoint(std::string_view block);
 std::string current_boot_id();
 /// Tests only: what current_boot_id() answers from now on (empty: the real one again).
 void set_boot_id_for_testing(std::string boot_id);
+/// Tests only: the next `n` appends to any redo log fail with ENOSPC, writing nothing.
+void fail_redo_appends_for_testing(int n);
 
 /// DIR/redo, and where retire_redo_log() moves it before removing it.
 std::filesystem::path redo_dir(const std::filesystem::path& dir);
