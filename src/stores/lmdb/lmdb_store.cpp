@@ -53,7 +53,7 @@ void batch_scheduling() {
 // and the redo log's writes, which answers wait for, queued behind it. In the idle I/O
 // class (honoured by the mq-deadline and BFQ schedulers, which still serve it within
 // seconds), the log's writes go first: the 99th percentile of fresh keys under durability
-// power was 29-32 ms with it against 41-43 ms without (1 s checkpoints). Best effort,
+// power was 32-36 ms with it against 41-43 ms without (1 s checkpoints). Best effort,
 // like batch_scheduling().
 void idle_io_priority() {
   constexpr int kWhoThread = 1;  // IOPRIO_WHO_PROCESS: with id 0, the calling thread
