@@ -243,7 +243,11 @@ TEST_F(LmdbPowerCutTest, RecoveryReplaysTheLogAcrossCheckpointsAndGenerations) {
 
 TEST_F(LmdbPowerCutTest, AFailedLogWriteIsAnsweredWithAnErrorAndWrittenBeforeTheNext) {
   open(power(1h, std::size_t{64} << 20));
-  const std::uint64_t first = acquire(request("first"));
+  // A claim that may not be taken over is answered only once its log write is done, so
+  // that the failure below falls on the completion's write and nothing else's.
+  ClaimRequest claim_first = request("first");
+  claim_first.take_over_expired = false;
+  const std::uint64_t first = acquire(claim_first);
   lmdb::fail_redo_appends_for_testing(1);
   auto failed = complete("first", first, response(201, "first body"), 1h);
   lmdb::fail_redo_appends_for_testing(0);
