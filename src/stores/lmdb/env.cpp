@@ -57,6 +57,14 @@ std::string mdb_error(int rc) {
   return name ? std::string(name) + ": " + text : text;
 }
 
+bool fsync_path(const fs::path& path) noexcept {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  return synced;
+}
+
 void fail(const fs::path& dir, std::string_view what) {
   throw LmdbStoreError("lmdb store at " + dir.string() + ": " + std::string(what));
 }

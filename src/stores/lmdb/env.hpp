@@ -34,6 +34,9 @@ inline constexpr unsigned kMaxReaders = 256;
 /// "MDB_MAP_FULL: Environment mapsize limit reached" and the like.
 std::string mdb_error(int rc);
 
+/// fsync()s a file or directory by path; true when it was flushed.
+bool fsync_path(const std::filesystem::path& path) noexcept;
+
 /// Throws LmdbStoreError "lmdb store at DIR: WHAT".
 [[noreturn]] void fail(const std::filesystem::path& dir, std::string_view what);
 

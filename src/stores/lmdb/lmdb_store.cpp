@@ -5,7 +5,7 @@
 // replay. Only creating or taking over a record goes to the writer, which checks again
 // inside its write transaction, so two claims racing for one key still get one winner.
 // With durability power, a record written by a commit that is not on the disk yet is not
-// read here either: the writer answers that claim once the flush is done.
+// read here either: the writer answers that claim once the commit's log write is done.
 
 #include "idem/lmdb_store.hpp"
 

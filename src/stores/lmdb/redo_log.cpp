@@ -53,18 +53,6 @@ std::uint64_t record_hash(std::string_view head, std::string_view body) {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-void fsync_path(const fs::path& path) {
-  Fd d{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (d.fd >= 0) ::fsync(d.fd);
-}
-
 int pwrite_all(int fd, std::string_view bytes, std::uint64_t at) {
   while (!bytes.empty()) {
     const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(at));

@@ -17,6 +17,7 @@
 #include "idem/lmdb_store.hpp"
 #include "idem/lmdb_tools.hpp"
 #include "idem/record_name.hpp"
+#include "stores/lmdb/env.hpp"
 
 namespace idem {
 namespace {
@@ -63,11 +64,6 @@ std::string read_secret(const fs::path& file) {
   return secret;
 }
 
-void fsync_dir(const fs::path& dir) {
-  Fd d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (d.fd >= 0) ::fsync(d.fd);
-}
-
 // Writes a new secret to a private temporary file, flushes it, then links it into place:
 // link() fails when `file` exists, so a concurrent creator's secret wins and is read.
 void create_secret(const fs::path& file) {
@@ -99,7 +95,7 @@ void create_secret(const fs::path& file) {
     errno = link_errno;
     fail(file, "cannot create: " + errno_text());
   }
-  fsync_dir(file.parent_path());
+  lmdb::fsync_path(file.parent_path());
 }
 
 }  // namespace

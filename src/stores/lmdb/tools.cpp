@@ -151,14 +151,9 @@ LmdbCompactReport lmdb_compact(const fs::path& dir) {
     lmdb::fail(dir, "compacting copy failed: " + lmdb::mdb_error(rc) + "; nothing was changed");
   }
   const fs::path copy = scratch / "data.mdb";
-  {
-    const int fd = ::open(copy.c_str(), O_RDONLY | O_CLOEXEC);
-    const bool synced = fd >= 0 && ::fsync(fd) == 0;
-    if (fd >= 0) ::close(fd);
-    if (!synced) {
-      fs::remove_all(scratch, ec);
-      lmdb::fail(dir, "cannot flush the compacted copy; nothing was changed");
-    }
+  if (!lmdb::fsync_path(copy)) {
+    fs::remove_all(scratch, ec);
+    lmdb::fail(dir, "cannot flush the compacted copy; nothing was changed");
   }
   // The environment is closed before the swap; idem.lock stays held until the end, so no
   // gateway opens the directory halfway through. One rename replaces the data file: a crash
@@ -168,10 +163,7 @@ LmdbCompactReport lmdb_compact(const fs::path& dir) {
     fs::remove_all(scratch, ec);
     lmdb::fail(dir, "cannot move the compacted copy into place; nothing was changed");
   }
-  if (const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+  lmdb::fsync_path(dir);
   fs::remove_all(scratch, ec);
   report.bytes_after = fs::file_size(data, ec);
   return report;
