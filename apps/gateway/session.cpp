@@ -68,24 +68,19 @@ void Session::await_request() {
   if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
   // Waiting for the next request falls under idle_timeout; once its first bytes are
   // here, header_timeout applies.
-  // Wait for readiness instead of reading at once: the client has not even seen our
-  // last response yet, so an immediate read would almost always find nothing (a wasted
-  // system call per request); readiness comes batched with the loop's other events.
+  // A read through the reactor rather than a readiness wait: Asio re-arms the socket in
+  // epoll (a system call) for every wait, but queues a read without one. Nor does it try
+  // the read at once after the last read drained the socket: the client has not even
+  // seen our last response yet, so that read would almost always find nothing.
   client_deadline(timeouts().idle);
-  stream_.async_wait(Socket::wait_read,
-                     [self = shared_from_this()](error_code ec) { self->on_readable(ec); });
+  stream_.async_read_some(buffer_.prepare(kFirstReadSize),
+                          [self = shared_from_this()](error_code ec, std::size_t n) {
+                            self->on_first_bytes(ec, n);
+                          });
 }
 
-void Session::on_readable(error_code ec) {
-  if (!ec) {
-    std::size_t n = stream_.read_some(buffer_.prepare(kFirstReadSize), ec);  // non-blocking
-    buffer_.commit(n);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      return stream_.async_wait(
-          Socket::wait_read, [self = shared_from_this()](error_code ec) { self->on_readable(ec); });
-    }
-    if (!ec && n == 0) ec = asio::error::eof;
-  }
+void Session::on_first_bytes(error_code ec, std::size_t n) {
+  buffer_.commit(n);
   client_deadline_ = kNever;
   if (ec) return close_client();
   read_header();

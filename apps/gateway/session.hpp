@@ -31,6 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr std::size_t kFirstReadSize = 8 * 1024;
+constexpr std::size_t kUpstreamFirstReadSize = 32 * 1024;  ///< what UpstreamConnection reserves
 constexpr std::size_t kBodyReadSize = 64 * 1024;
 constexpr std::size_t kRetainedBytes = 64 * 1024;  ///< larger buffers are freed after use
 constexpr auto kLingerTime = std::chrono::seconds(2);
@@ -87,7 +88,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   // ---- client: reading requests (session.cpp) ----
 
   void await_request();
-  void on_readable(error_code ec);
+  void on_first_bytes(error_code ec, std::size_t n);
   void read_header();
   void on_header(error_code ec);
   bool normalize_target();

@@ -127,16 +127,17 @@ void Session::read_upstream_header() {
   if (is_head_) up_parser_->skip(true);
   up_deadline(timeouts().upstream);
   if (up_->buffer.size() > 0) return read_upstream_head_now();
-  // As for clients: the upstream has only just got the request, so wait for its answer
-  // rather than try a read that would find nothing.
-  up_->socket.async_wait(UpstreamConnection::Socket::wait_read,
-                         [self = shared_from_this()](error_code ec) {
-                           if (ec) {
-                             self->up_deadline_ = kNever;
-                             return self->on_upstream_header(ec);
-                           }
-                           self->read_upstream_head_now();
-                         });
+  // As for clients: a read through the reactor, which neither re-arms the socket nor
+  // tries at once (the upstream has only just got the request).
+  up_->socket.async_read_some(up_->buffer.prepare(kUpstreamFirstReadSize),
+                              [self = shared_from_this()](error_code ec, std::size_t n) {
+                                self->up_->buffer.commit(n);
+                                if (ec) {
+                                  self->up_deadline_ = kNever;
+                                  return self->on_upstream_header(ec);
+                                }
+                                self->read_upstream_head_now();
+                              });
 }
 
 void Session::read_upstream_head_now() {
