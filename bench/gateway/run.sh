@@ -13,8 +13,10 @@
 # Starts on free 127.0.0.1 ports: nginx `return 200` as the upstream, nginx proxy_pass in
 # front of it (the baseline), and for each STORE in turn idem-gateway --threads 1 in front
 # of the same upstream; runs wrk against each, and prints a markdown table with every
-# row's throughput divided by nginx proxy_pass's and by the first store's same scenario.
-# Everything stops on exit.
+# row's throughput divided by nginx proxy_pass's and by the first store's same scenario,
+# and how busy the server under test's CPU was (near 100%: the row measures the server,
+# not the load side). Everything stops on exit; idem-gateway binds port 0 and run.sh reads
+# its ports from its start-up log line.
 #
 # CPU pinning (taskset): the server under test (nginx proxy or idem-gateway, one worker
 # / one thread each) gets CPU $SUT_CPU alone; wrk, the upstream nginx and Redis share CPU
@@ -109,13 +111,24 @@ start_nginx return nginx-return.conf "$upstream_port" 0 "${on_load[@]}"
 start_nginx proxy nginx-proxy.conf "$proxy_port" "$upstream_port" "${on_sut[@]}"
 
 # Results per "scenario#round".
-declare -A rps p99 non2xx socket_errors
+declare -A rps p99 non2xx socket_errors sut_busy
 round=1
+cpu_times() {  # busy and idle jiffies of the server under test's CPU
+  awk -v cpu="cpu$sut_cpu" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
+}
 run() {  # name port script
-  local name=$1 port=$2 script=$3 out="$work/wrk-$RANDOM.txt" key="$1#$round"
+  local name=$1 port=$2 script=$3 out="$work/wrk-$RANDOM.txt" key="$1#$round" before after
   echo "==> $name: wrk -t$wrk_threads -c$connections -d$duration (round $round of $rounds)" >&2
+  before=$(cpu_times)
   timeout 120 "${on_load[@]}" wrk -t"$wrk_threads" -c"$connections" -d"$duration" --latency \
     -s "$here/$script" "http://127.0.0.1:$port/payments" >"$out" 2>&1 || true
+  after=$(cpu_times)
+  # How busy the server under test's CPU was: near 100% means the row measures the server;
+  # well below, the load side (wrk, the upstream) held it back.
+  if [[ ${#on_sut[@]} -gt 0 ]]; then
+    sut_busy[$key]=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " ")
+      busy = y[1] - x[1]; idle = y[2] - x[2]; if (busy + idle > 0) printf "%.0f", 100 * busy / (busy + idle) }')
+  fi
   rps[$key]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   # In ms, whatever unit wrk chose.
   p99[$key]=$(awk '$1 == "99%" { v = $2; f = 1
@@ -153,16 +166,23 @@ start_gateway() {  # store-spec: starts idem-gateway, sets gateway_port
     redis) start_redis; store=$redis_url ;;
     *) store=$spec ;;
   esac
-  gateway_port=$(free_port)
-  local admin_port
-  admin_port=$(free_port)
-  (cd "$work" && exec "${on_sut[@]}" "$gateway" --listen "127.0.0.1:$gateway_port" \
-     --upstream "http://127.0.0.1:$upstream_port" --admin "127.0.0.1:$admin_port" \
-     --store "$store" --config "$config" --threads 1 --log-level warn \
-     >"$work/gateway-$spec.log" 2>&1) &
+  # Port 0: the gateway binds free ports itself and names them in its start-up line.
+  local log="$work/gateway-$spec-$round.log" started=
+  (cd "$work" && exec "${on_sut[@]}" "$gateway" --listen 127.0.0.1:0 \
+     --upstream "http://127.0.0.1:$upstream_port" --admin 127.0.0.1:0 \
+     --store "$store" --config "$config" --threads 1 --log-level info >"$log" 2>&1) &
   gateway_pid=$!
   pids+=($gateway_pid)
-  wait_http "http://127.0.0.1:$admin_port/healthz"
+  for _ in $(seq 200); do
+    started=$(grep -m1 '"msg":"idem-gateway started"' "$log" || true)
+    [[ -n $started ]] && break
+    sleep 0.05
+  done
+  [[ -n $started ]] || { tail -5 "$log" >&2; echo "run.sh: idem-gateway did not start" >&2; exit 1; }
+  gateway_port=$(sed -n 's/.*"listen":"[^"]*:\([0-9]*\)".*/\1/p' <<<"$started")
+  local admin
+  admin=$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' <<<"$started")
+  wait_http "http://$admin/healthz"
 }
 
 stop_gateway() {
@@ -211,8 +231,8 @@ echo "idem-gateway --threads 1; wrk -t$wrk_threads -c$connections -d$duration;" 
   "$(nproc) CPUs, $pinning.$([[ $rounds -gt 1 ]] && echo \
   " Medians of $rounds rounds; ratios are the median of each round's ratio.")"
 echo
-echo "| scenario | requests/s | p99 latency | vs nginx proxy_pass | vs $first | errors |"
-echo "|---|---:|---:|---:|---:|---|"
+echo "| scenario | requests/s | p99 latency | vs nginx proxy_pass | vs $first | CPU $sut_cpu busy | errors |"
+echo "|---|---:|---:|---:|---:|---:|---|"
 rows=("nginx return (direct)" "nginx proxy_pass")
 for spec in "${stores[@]}"; do
   rows+=("$spec: no key (pass-through)" "$spec: fresh keys" "$spec: replays")
@@ -229,9 +249,12 @@ for name in "${rows[@]}"; do
     errors=$((errors + ${non2xx["$name#$r"]:-0}))
     [[ -n ${socket_errors["$name#$r"]} ]] && sockets+="; ${socket_errors["$name#$r"]}"
   done
+  row_busy() { printf '%s' "${sut_busy["$name#$1"]}"; }
   p=$(over_rounds row_p99)
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$(over_rounds row_rps)" \
-    "${p:+${p}ms}" "$(over_rounds vs_proxy)" "${same:--}" "$errors non-2xx$sockets"
+  busy=$(over_rounds row_busy)
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(over_rounds row_rps)" \
+    "${p:+${p}ms}" "$(over_rounds vs_proxy)" "${same:--}" "${busy:+${busy%.*}%}" \
+    "$errors non-2xx$sockets"
 done
 
 if [[ $rounds -gt 1 ]]; then
