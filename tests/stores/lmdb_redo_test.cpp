@@ -268,6 +268,41 @@ TEST_F(LmdbPowerCutTest, AFailedLogWriteIsAnsweredWithAnErrorAndWrittenBeforeThe
   EXPECT_EQ(replay->existing->response->body, "first body");
 }
 
+TEST_F(LmdbPowerCutTest, AfterAFailedCheckpointTheNextIsDueAsSoonAsTheMapHasGrownPastThePin) {
+  // No interval: a checkpoint is due only once the pages copied since the pinned one take
+  // an eighth of the map (2048 pages here).
+  open(power(1h, std::size_t{64} << 20));
+  int written = 0;
+  auto records_until = [&](std::uint64_t checkpoints) {
+    const int start = written;
+    while (lmdb_->counters().checkpoints < checkpoints && written - start < 20000) {
+      std::string prefix = "k";
+      prefix += std::to_string(written++);
+      write_records(1, prefix);
+    }
+    EXPECT_EQ(lmdb_->counters().checkpoints, checkpoints);
+    return written - start;
+  };
+  records_until(1);
+  const int between = records_until(2);  // from one checkpoint to the next: the reference
+  ASSERT_GT(between, 20);
+  // The third checkpoint's record fails: the second stays pinned, the map goes on growing
+  // from it, and the next attempt must come at once, not an eighth of the map later.
+  lmdb::fail_checkpoints_for_testing(1);
+  const int across_failure = records_until(3);
+  lmdb::fail_checkpoints_for_testing(0);
+  EXPECT_LT(across_failure, between * 3 / 2)
+      << "between checkpoints: " << between << " records; across the failed one: "
+      << across_failure;
+  // And nothing acknowledged is lost across the failed checkpoint.
+  const Disk at_cut = cut();
+  close();
+  put_back(at_cut);
+  lmdb::set_boot_id_for_testing("after-the-cut");
+  open(power(1h, std::size_t{64} << 20));
+  expect_every_write();
+}
+
 TEST_F(LmdbPowerCutTest, ACleanStopLeavesNoLogToReplay) {
   open(power(1h));
   write_records(20, "k");

@@ -118,6 +118,12 @@ void Core::maybe_checkpoint() {
   const auto now = std::chrono::steady_clock::now();
   if (checkpoint_busy_.load(std::memory_order_acquire)) return;
   const bool failed = checkpoint_failed_.load(std::memory_order_relaxed);
+  // The pin moves only with a checkpoint recorded: after a failed one, the map's growth
+  // still counts from the older checkpoint, whose pin is the one still held.
+  if (job_last_page_ != 0) {
+    if (!failed) pinned_last_page_ = job_last_page_;
+    job_last_page_ = 0;
+  }
   if (generation_bytes_ == 0 && !failed) {
     next_checkpoint_ = now + interval(options_);  // nothing logged since the last one
     return;
@@ -145,7 +151,7 @@ void Core::maybe_checkpoint() {
     generation_bytes_ = 0;
   }
   job->first.generation = generation_;
-  pinned_last_page_ = info.me_last_pgno;
+  job_last_page_ = info.me_last_pgno;
   checkpoint_busy_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(checkpoint_mutex_);

@@ -92,6 +92,8 @@ std::string current_boot_id();
 void set_boot_id_for_testing(std::string boot_id);
 /// Tests only: the next `n` appends to any redo log fail with ENOSPC, writing nothing.
 void fail_redo_appends_for_testing(int n);
+/// Tests only: the next `n` checkpoints fail with EIO as they are recorded.
+void fail_checkpoints_for_testing(int n);
 
 /// DIR/redo, and where retire_redo_log() moves it before removing it.
 std::filesystem::path redo_dir(const std::filesystem::path& dir);
