@@ -73,10 +73,9 @@ void Session::await_request() {
   // the read at once after the last read drained the socket: the client has not even
   // seen our last response yet, so that read would almost always find nothing.
   client_deadline(timeouts().idle);
-  stream_.async_read_some(buffer_.prepare(kFirstReadSize),
-                          [self = shared_from_this()](error_code ec, std::size_t n) {
-                            self->on_first_bytes(ec, n);
-                          });
+  stream_.async_read_some(
+      buffer_.prepare(kFirstReadSize),
+      [self = shared_from_this()](error_code ec, std::size_t n) { self->on_first_bytes(ec, n); });
 }
 
 void Session::on_first_bytes(error_code ec, std::size_t n) {

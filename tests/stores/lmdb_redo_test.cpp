@@ -292,8 +292,8 @@ TEST_F(LmdbPowerCutTest, AfterAFailedCheckpointTheNextIsDueAsSoonAsTheMapHasGrow
   const int across_failure = records_until(3);
   lmdb::fail_checkpoints_for_testing(0);
   EXPECT_LT(across_failure, between * 3 / 2)
-      << "between checkpoints: " << between << " records; across the failed one: "
-      << across_failure;
+      << "between checkpoints: " << between
+      << " records; across the failed one: " << across_failure;
   // And nothing acknowledged is lost across the failed checkpoint.
   const Disk at_cut = cut();
   close();
