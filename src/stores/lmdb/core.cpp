@@ -89,6 +89,7 @@ LmdbStoreCounters Core::counters() const {
   c.operations = operations_.load(r);
   c.syncs = syncs_.load(r);
   c.checkpoints = checkpoints_.load(r);
+  c.checkpoint_failures = checkpoint_failures_.load(r);
   c.store_full = store_full_.load(r);
   c.read_answers = read_answers;
   c.sweeps = sweeps_.load(r);

@@ -176,6 +176,7 @@ class Core {
   std::atomic<std::uint64_t> operations_{0};
   std::atomic<std::uint64_t> syncs_{0};
   std::atomic<std::uint64_t> checkpoints_{0};
+  std::atomic<std::uint64_t> checkpoint_failures_{0};
   std::atomic<std::uint64_t> store_full_{0};
   // Counted by every reading thread: striped, so they do not fight over one cache line.
   static constexpr std::size_t kStripes = 16;

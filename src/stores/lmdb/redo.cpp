@@ -191,7 +191,8 @@ void Core::run_checkpointer() {
     checkpoint_job_.reset();
     lock.unlock();
     // The checkpoint's pages on the disk first, then the record that points at them.
-    int error = flush_in_steps();
+    int error = injected_checkpoint_failure();
+    if (error == 0) error = flush_in_steps();
     if (error == 0) error = redo_->write_checkpoint(checkpoint);
     if (error == 0) {
       // The checkpoint before it is no longer what a recovery starts from.
@@ -200,6 +201,7 @@ void Core::run_checkpointer() {
       checkpoints_.fetch_add(1, std::memory_order_relaxed);
     } else {
       mdb_txn_abort(pin);
+      checkpoint_failures_.fetch_add(1, std::memory_order_relaxed);
     }
     checkpoint_failed_.store(error != 0, std::memory_order_relaxed);
     checkpoint_busy_.store(false, std::memory_order_release);

@@ -229,6 +229,13 @@ void set_boot_id_for_testing(std::string boot_id) {
 void fail_redo_appends_for_testing(int n) { appends_to_fail.store(n); }
 void fail_checkpoints_for_testing(int n) { checkpoints_to_fail.store(n); }
 
+int injected_checkpoint_failure() {
+  for (int left = checkpoints_to_fail.load(); left > 0;) {
+    if (checkpoints_to_fail.compare_exchange_weak(left, left - 1)) return EIO;
+  }
+  return 0;
+}
+
 fs::path redo_dir(const fs::path& dir) { return dir / "redo"; }
 
 std::optional<RedoContents> read_redo_log(const fs::path& dir) {
@@ -342,9 +349,6 @@ int RedoLog::append(std::uint64_t generation, std::string_view bytes) {
 }
 
 int RedoLog::write_checkpoint(const RedoCheckpoint& checkpoint) {
-  for (int left = checkpoints_to_fail.load(); left > 0;) {
-    if (checkpoints_to_fail.compare_exchange_weak(left, left - 1)) return EIO;
-  }
   return pwrite_all(fds_[checkpoint.generation % 2], encode_checkpoint(checkpoint), 0);
 }
 

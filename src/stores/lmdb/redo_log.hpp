@@ -92,8 +92,10 @@ std::string current_boot_id();
 void set_boot_id_for_testing(std::string boot_id);
 /// Tests only: the next `n` appends to any redo log fail with ENOSPC, writing nothing.
 void fail_redo_appends_for_testing(int n);
-/// Tests only: the next `n` checkpoints fail with EIO as they are recorded.
+/// Tests only: the next `n` checkpoints fail with EIO, before they flush anything.
 void fail_checkpoints_for_testing(int n);
+/// EIO while failures asked for by fail_checkpoints_for_testing remain (taking one), else 0.
+int injected_checkpoint_failure();
 
 /// DIR/redo, and where retire_redo_log() moves it before removing it.
 std::filesystem::path redo_dir(const std::filesystem::path& dir);
