@@ -127,8 +127,8 @@ void Session::read_upstream_header() {
   if (is_head_) up_parser_->skip(true);
   up_deadline(timeouts().upstream);
   if (up_->buffer.size() > 0) return read_upstream_head_now();
-  // As for clients: a read through the reactor, which neither re-arms the socket nor
-  // tries at once (the upstream has only just got the request).
+  // As for clients (await_request): a read through the reactor, which needs no re-arming
+  // of the socket in epoll.
   up_->socket.async_read_some(up_->buffer.prepare(kUpstreamFirstReadSize),
                               [self = shared_from_this()](error_code ec, std::size_t n) {
                                 self->up_->buffer.commit(n);
