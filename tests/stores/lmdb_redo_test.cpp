@@ -270,7 +270,7 @@ TEST_F(LmdbPowerCutTest, AFailedLogWriteIsAnsweredWithAnErrorAndWrittenBeforeThe
   EXPECT_EQ(replay->existing->response->body, "first body");
 }
 
-TEST_F(LmdbPowerCutTest, AfterAFailedCheckpointTheNextIsTriedAtOnce) {
+TEST_F(LmdbPowerCutTest, AfterAFailedCheckpointAnotherFollowsWithoutFurtherWrites) {
   // No interval: a checkpoint is due only once the pages copied since the pinned one take
   // an eighth of the map (2048 pages here).
   open(power(1h, std::size_t{64} << 20));
@@ -285,8 +285,8 @@ TEST_F(LmdbPowerCutTest, AfterAFailedCheckpointTheNextIsTriedAtOnce) {
   };
   write_until([&] { return lmdb_->counters().checkpoints == 1; });
   // The next checkpoint fails. The first one stays pinned and the pages copied since it
-  // still make a checkpoint due, so the writer must try again at once, with no further
-  // writes (it looks every sweep_interval when idle).
+  // still make a checkpoint due, so the writer must try again (100 ms later) with no
+  // further writes (it looks every sweep_interval when idle).
   lmdb::fail_checkpoints_for_testing(1);
   write_until([&] { return lmdb_->counters().checkpoint_failures == 1; });
   lmdb::fail_checkpoints_for_testing(0);

@@ -152,6 +152,7 @@ class Core {
   std::uint64_t generation_bytes_ = 0;
   std::size_t pinned_last_page_ = 0;  ///< the map's last page when the pin was taken
   std::size_t job_last_page_ = 0;     ///< the same for the checkpoint being written, if any
+  std::chrono::steady_clock::time_point retry_at_;  ///< after a failed checkpoint
   std::chrono::steady_clock::time_point next_checkpoint_;
   std::vector<std::pair<std::uint64_t, std::string>> unlogged_;
   std::mutex checkpoint_mutex_;

@@ -17,6 +17,9 @@ namespace {
 
 // A generation this large is folded into data.mdb at once, not at the next interval.
 constexpr std::uint64_t kGenerationBytesLimit = std::uint64_t{64} << 20;
+// After a failed checkpoint the next is due at once (the pinned pages still grow), but a
+// disk that keeps failing is not asked again more often than this.
+constexpr auto kRetryAfterFailure = std::chrono::milliseconds(100);
 
 std::chrono::milliseconds interval(const LmdbStoreOptions& options) {
   return std::max(options.checkpoint_interval, std::chrono::milliseconds(1));
@@ -121,9 +124,14 @@ void Core::maybe_checkpoint() {
   // The pin moves only with a checkpoint recorded: after a failed one, the map's growth
   // still counts from the older checkpoint, whose pin is the one still held.
   if (job_last_page_ != 0) {
-    if (!failed) pinned_last_page_ = job_last_page_;
+    if (failed) {
+      retry_at_ = now + kRetryAfterFailure;
+    } else {
+      pinned_last_page_ = job_last_page_;
+    }
     job_last_page_ = 0;
   }
+  if (failed && now < retry_at_) return;
   if (generation_bytes_ == 0 && !failed) {
     next_checkpoint_ = now + interval(options_);  // nothing logged since the last one
     return;

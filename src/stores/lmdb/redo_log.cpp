@@ -78,6 +78,14 @@ std::string boot_override;
 std::atomic<int> appends_to_fail{0};
 std::atomic<int> checkpoints_to_fail{0};
 
+/// Takes one of the failures a test asked for, if any is left.
+bool take_one(std::atomic<int>& failures) {
+  for (int left = failures.load(); left > 0;) {
+    if (failures.compare_exchange_weak(left, left - 1)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void RedoBatch::put(RedoTable table, std::string_view key, std::string_view value) {
@@ -229,12 +237,7 @@ void set_boot_id_for_testing(std::string boot_id) {
 void fail_redo_appends_for_testing(int n) { appends_to_fail.store(n); }
 void fail_checkpoints_for_testing(int n) { checkpoints_to_fail.store(n); }
 
-int injected_checkpoint_failure() {
-  for (int left = checkpoints_to_fail.load(); left > 0;) {
-    if (checkpoints_to_fail.compare_exchange_weak(left, left - 1)) return EIO;
-  }
-  return 0;
-}
+int injected_checkpoint_failure() { return take_one(checkpoints_to_fail) ? EIO : 0; }
 
 fs::path redo_dir(const fs::path& dir) { return dir / "redo"; }
 
@@ -337,9 +340,7 @@ int RedoLog::append(std::uint64_t generation, std::string_view bytes) {
     offset_ = kRedoHeaderBytes;
   }
   const int file = static_cast<int>(generation % 2);
-  for (int left = appends_to_fail.load(); left > 0;) {
-    if (appends_to_fail.compare_exchange_weak(left, left - 1)) return ENOSPC;
-  }
+  if (take_one(appends_to_fail)) return ENOSPC;
   if (offset_ + bytes.size() > written_[file]) {
     if (int e = extend(file, offset_ + bytes.size() + kRedoFileStep)) return e;
   }
