@@ -31,7 +31,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr std::size_t kFirstReadSize = 8 * 1024;
-constexpr std::size_t kUpstreamFirstReadSize = 32 * 1024;  ///< what UpstreamConnection reserves
 constexpr std::size_t kBodyReadSize = 64 * 1024;
 constexpr std::size_t kRetainedBytes = 64 * 1024;  ///< larger buffers are freed after use
 constexpr auto kLingerTime = std::chrono::seconds(2);

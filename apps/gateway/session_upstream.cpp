@@ -129,7 +129,7 @@ void Session::read_upstream_header() {
   if (up_->buffer.size() > 0) return read_upstream_head_now();
   // As for clients (await_request): a read through the reactor, which needs no re-arming
   // of the socket in epoll.
-  up_->socket.async_read_some(up_->buffer.prepare(kUpstreamFirstReadSize),
+  up_->socket.async_read_some(up_->buffer.prepare(UpstreamConnection::kReadReserve),
                               [self = shared_from_this()](error_code ec, std::size_t n) {
                                 self->up_->buffer.commit(n);
                                 if (ec) {

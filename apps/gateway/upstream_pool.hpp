@@ -14,10 +14,12 @@ namespace idem::gateway {
 struct UpstreamConnection {
   using Socket = boost::asio::basic_stream_socket<boost::asio::ip::tcp,
                                                   boost::asio::io_context::executor_type>;
+  /// Beast reads at most the buffer's free capacity (and at least 512 bytes): a small
+  /// buffer would read a large response 512 bytes at a time.
+  static constexpr std::size_t kReadReserve = 32 * 1024;
+
   explicit UpstreamConnection(boost::asio::io_context& loop) : socket(loop.get_executor()) {
-    // Beast reads at most the buffer's free capacity (and at least 512 bytes): a small
-    // buffer would read a large response 512 bytes at a time.
-    buffer.reserve(32 * 1024);
+    buffer.reserve(kReadReserve);
   }
   Socket socket;
   boost::beast::flat_buffer buffer;

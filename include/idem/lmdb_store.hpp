@@ -57,8 +57,8 @@ struct LmdbStoreCounters {
   std::uint64_t syncs = 0;         ///< flushes and (power) redo log writes that succeeded
   std::uint64_t checkpoints = 0;   ///< power: checkpoints recorded in the redo log
   /// power: checkpoints that failed (data.mdb not flushed, or the record not written); the
-  /// redo log keeps every record since the last one recorded, and the next is tried 100 ms
-  /// later
+  /// redo log keeps every record since the last one recorded, and the next attempt comes
+  /// when one is due again, at least 100 ms after the failure
   std::uint64_t checkpoint_failures = 0;
   std::uint64_t store_full = 0;    ///< operations refused with Errc::store_full
   std::uint64_t read_answers = 0;  ///< claims answered from a read transaction

@@ -17,8 +17,9 @@ namespace {
 
 // A generation this large is folded into data.mdb at once, not at the next interval.
 constexpr std::uint64_t kGenerationBytesLimit = std::uint64_t{64} << 20;
-// After a failed checkpoint the next is due at once (the pinned pages still grow), but a
-// disk that keeps failing is not asked again more often than this.
+// A failed checkpoint can leave the next one due at once (the pages copied since the older,
+// still pinned one go on counting), but a disk that keeps failing is not asked again more
+// often than this.
 constexpr auto kRetryAfterFailure = std::chrono::milliseconds(100);
 
 std::chrono::milliseconds interval(const LmdbStoreOptions& options) {
