@@ -154,6 +154,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
     auto self = shared_from_this();
     if (method == http::verb::delete_) {
       engine->flush(id, [self, id](Result<bool> removed) {
+        if (removed && self->hooks_->flushed) self->hooks_->flushed(id);
         asio::post(self->loop_, [self, id, ok = removed.has_value(),
                                  hit = removed.has_value() && *removed] {
           if (!ok) {

@@ -15,6 +15,10 @@ struct AdminHooks {
   std::function<bool()> accepting;                  ///< listeners up and not draining
   std::function<std::shared_ptr<Engine>()> engine;  ///< the current configuration's engine
   std::function<std::string()> metrics;             ///< Prometheus text
+  /// The store answered a flush of the record (removed, or already gone): called before the
+  /// admin API answers, on any thread, so that what this process keeps in memory in front
+  /// of the store forgets the record first.
+  std::function<void(const RecordId&)> flushed;
 };
 
 /// The admin listener: GET /healthz, /readyz, /metrics, GET and DELETE /keys/{key}.

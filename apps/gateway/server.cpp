@@ -117,6 +117,9 @@ struct Server::Impl {
   /// after `workers`, so destroyed before them: a store on a loop must go before its loop.
   std::vector<std::shared_ptr<Store>> worker_stores;
   std::shared_ptr<std::atomic<int>> replay_caches_active;  ///< Redis with a replay cache
+  /// The workers' stores that keep records in memory (Redis's replay caches): a flush
+  /// through the admin API drops the record from each before it answers.
+  std::vector<std::function<void(const RecordId&)>> forget_cached;
   std::vector<std::thread> threads;
   std::shared_ptr<Engine> admin_engine;
   std::unique_ptr<AdminServer> admin;
@@ -307,6 +310,7 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
     LoopStore own = handle.for_loop ? handle.for_loop(*loops.back()) : LoopStore{};
     s.worker_stores.push_back(own.store ? own.store : s.store);
     closers.push_back(std::move(own.close));
+    if (own.forget_cached) s.forget_cached.push_back(std::move(own.forget_cached));
   }
   std::vector<std::shared_ptr<Engine>> engines;
   try {
@@ -344,6 +348,9 @@ int Server::run() {
   hooks.accepting = [&s] { return s.accepting.load(); };
   hooks.engine = [&s] { return s.admin_engine; };
   hooks.metrics = [&s] { return s.render(); };
+  hooks.flushed = [&s](const RecordId& id) {
+    for (const auto& forget : s.forget_cached) forget(id);
+  };
   s.admin = std::make_unique<AdminServer>(s.main_loop, std::move(hooks));
 
   auto bind_error = [&](std::string_view flag, const HostPort& hp,

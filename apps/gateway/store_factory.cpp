@@ -118,7 +118,13 @@ StoreHandle make_store(std::string_view spec, std::string_view origin,
       auto made = make_redis_store(options, loop.get_executor());
       if (!made) throw std::runtime_error(made.error().message);  // checked above already
       std::shared_ptr<RedisStore> store = *made;
-      return LoopStore{store, [store] { store->close([] {}); }};
+      std::function<void(const RecordId&)> forget;
+      if (options.replay_cache > 0) {
+        forget = [weak = std::weak_ptr<RedisStore>(store)](const RecordId& id) {
+          if (auto s = weak.lock()) s->forget_cached(id);
+        };
+      }
+      return LoopStore{store, [store] { store->close([] {}); }, std::move(forget)};
     };
     return StoreHandle{
         store, std::move(for_loop),

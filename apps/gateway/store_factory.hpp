@@ -18,6 +18,9 @@ struct LoopStore {
   /// Stops it once what it was asked is answered, so that the loop can run out of work.
   /// Called on the loop's thread, after which operations fail at once.
   std::function<void()> close;
+  /// Set when the store keeps records in memory in front of a shared store (Redis's replay
+  /// cache): drops one that was removed through another store of this process. Any thread.
+  std::function<void(const RecordId&)> forget_cached;
 };
 
 /// A store built from a `--store` spec.

@@ -79,6 +79,12 @@ class RedisStore : public Store {
   /// executor this leaves its io_context with nothing pending, so that a loop that should
   /// end when it runs out of work does end. Idempotent; later calls never call `done`.
   virtual void close(std::function<void()> done) = 0;
+
+  /// Drops record `id` from this store's replay cache, if it is kept there. For a removal
+  /// made through another store of the same process (a gateway's admin API beside its
+  /// workers' stores): Redis tells this store too, but that arrives on this store's loop in
+  /// its turn, which can be after the next request. Any thread; no round trip.
+  virtual void forget_cached(const RecordId& id) = 0;
 };
 
 /// Fails only on invalid options (Errc::invalid_argument); an unreachable Redis is not an

@@ -5,8 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "idem/redis_store.hpp"
+#include "idem/redis_store_asio.hpp"
 #include "redis/redis_test_support.hpp"
 #include "stores/redis/replay_cache.hpp"
 
@@ -121,6 +126,47 @@ TEST_F(RedisReplayCacheTest, AnEraseOnAnotherInstanceReachesTheCache) {
   ASSERT_TRUE(until_cached(*other, "k"));
   ASSERT_TRUE(*erase("k"));
   EXPECT_TRUE(acquires_within(*other, "k", 1000ms));
+}
+
+// A gateway's admin API flushes through a store of its own, beside its workers' stores.
+// Redis's invalidation reaches a worker on the worker's loop, in its turn; forget_cached
+// makes the removal count at once. The worker's loop is held here, so only forget_cached
+// can keep the next claim from being answered from the cache.
+TEST_F(RedisReplayCacheTest, ARemovalThroughAnotherStoreOfTheProcessCountsOnceForgotten) {
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread loop([&] { io.run(); });
+  auto made =
+      make_redis_store(redis_options(shared_redis().port(), prefix_, clock_), io.get_executor());
+  ASSERT_TRUE(made.has_value());
+  std::shared_ptr<RedisStore> worker = *made;
+  completed("k");
+  ASSERT_TRUE(until_cached(*worker, "k"));
+
+  std::promise<void> held, release;
+  boost::asio::post(io, [&] {
+    held.set_value();
+    release.get_future().wait();
+  });
+  held.get_future().wait();
+  ASSERT_TRUE(*erase("k"));  // on store_, whose own thread is free
+  worker->forget_cached(id("k"));
+  std::promise<Result<ClaimOutcome>> answer;
+  worker->claim(request("k"), [&](Result<ClaimOutcome> r) { answer.set_value(std::move(r)); });
+  auto answered = answer.get_future();
+  // A claim the cache answers is answered before claim() returns; one for Redis needs the
+  // worker's loop.
+  EXPECT_EQ(answered.wait_for(0s), std::future_status::timeout) << "answered from the cache";
+  release.set_value();
+  ASSERT_EQ(answered.wait_for(2s), std::future_status::ready);
+  auto out = answered.get();
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  EXPECT_TRUE(out->acquired);
+
+  worker->close([] {});
+  worker.reset();
+  work.reset();
+  loop.join();  // returns: closed, the store leaves no work behind
 }
 
 TEST_F(RedisReplayCacheTest, ADeleteInRedisReachesTheCache) {

@@ -167,6 +167,9 @@ class RedisStoreImpl final : public RedisStore {
     if (closed_.exchange(true)) return;
     client_->close_when_idle(closed_error(), std::move(done));
   }
+  void forget_cached(const RecordId& id) override {
+    if (cache_) cache_->invalidate(key_of(id));
+  }
 
  private:
   static Error closed_error() { return Error{Errc::store_unavailable, "redis store closed"}; }
