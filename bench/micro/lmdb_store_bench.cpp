@@ -133,6 +133,12 @@ void fresh_records(benchmark::State& state, idem::Durability durability) {
   state.counters["ops_per_txn"] = static_cast<double>(after.operations - before.operations) /
                                   static_cast<double>(after.transactions - before.transactions);
   state.counters["syncs"] = static_cast<double>(after.syncs - before.syncs);
+  if (durability == idem::Durability::power) {
+    // Claims held in memory, and those still in flight after lease_write_delay.
+    state.counters["leases_held"] = static_cast<double>(after.leases_held - before.leases_held);
+    state.counters["leases_written"] =
+        static_cast<double>(after.leases_written - before.leases_written);
+  }
   if (failures.load() != 0) state.SkipWithError("operations failed");
 }
 

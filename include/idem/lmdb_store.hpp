@@ -44,6 +44,11 @@ struct LmdbStoreOptions {
   /// sooner: see docs/durable-store.md). It loses nothing either way: it sets how much
   /// log a recovery after a power cut replays, and how much each flush writes at once.
   std::chrono::milliseconds checkpoint_interval{1000};
+  /// With Durability::power: a claim that may take over an expired lease (on_expired_lease
+  /// "retry") is held only in memory this long, then written if it is still in flight.
+  /// Most requests complete sooner, and then their completion is the only write; a lease
+  /// younger than this is lost if the process dies (docs/durable-store.md).
+  std::chrono::milliseconds lease_write_delay{10};
   /// Completed records kept decoded in memory for replays (0: none). Only a cache: every
   /// answer is what LMDB holds, also when other processes write the directory.
   std::size_t cache_bytes = std::size_t{64} << 20;
@@ -64,6 +69,10 @@ struct LmdbStoreCounters {
   std::uint64_t read_answers = 0;  ///< claims answered from a read transaction
   std::uint64_t sweeps = 0;        ///< sweep transactions that removed something
   std::uint64_t swept = 0;         ///< expired records the sweeper removed
+  /// power: claims held in memory (on_expired_lease "retry"), and of those, the ones
+  /// still in flight after lease_write_delay, written as they stood
+  std::uint64_t leases_held = 0;
+  std::uint64_t leases_written = 0;
 };
 
 /// A start-up failure of the LMDB store or of an offline tool: one line naming the data

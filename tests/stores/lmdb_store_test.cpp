@@ -118,23 +118,125 @@ TEST_F(LmdbStoreTest, PowerDurabilityFlushesBeforeCallingBack) {
   EXPECT_EQ(store.syncs(), before_replay);
 }
 
-TEST_F(LmdbStoreTest, PowerDurabilityAnswersATakeOverClaimOnceCommitted) {
+TEST_F(LmdbStoreTest, PowerDurabilityHoldsATakeOverLeaseInMemory) {
   // A claim whose lease a retry may take over once it runs out (on_expired_lease =
   // "retry") loses nothing to a power cut that takes it back: the cut ends every lease.
-  // So it does not wait for a flush; the completion does.
+  // So under power such a lease is held in memory: the claim, its renewals and its
+  // release write nothing, and the completion is the one write.
   auto o = options();
   o.durability = Durability::power;
+  o.lease_write_delay = 1h;  // never written as it stands here: see the next test
   LmdbStore& store = open(o);
-  const std::uint64_t before = store.syncs();
-  auto claimed = await<ClaimOutcome>([&](auto cb) {
-    store.claim(request("k"), [&, before, cb](Result<ClaimOutcome> r) {
-      EXPECT_EQ(store.syncs(), before) << "a take-over claim waited for a flush";
-      cb(std::move(r));
-    });
-  });
-  ASSERT_TRUE(claimed && claimed->has_value() && (*claimed)->acquired);
-  EXPECT_EQ(*complete("k", (*claimed)->fencing_token), TokenCheck::ok);
-  EXPECT_GT(store.syncs(), before);
+  const LmdbStoreCounters before = store.counters();
+  bool answered_at_once = false;
+  std::optional<Result<ClaimOutcome>> claimed;
+  store.claim(request("k"), [&](Result<ClaimOutcome> r) { claimed = std::move(r); });
+  answered_at_once = claimed.has_value();
+  ASSERT_TRUE(answered_at_once) << "a take-over claim went to the writer";
+  ASSERT_TRUE(claimed->has_value() && (*claimed)->acquired);
+  const std::uint64_t token = (*claimed)->fencing_token;
+  // Seen by duplicates, by lookups and in the stats, like a written one.
+  auto duplicate = claim(request("k"));
+  ASSERT_TRUE(duplicate.has_value() && duplicate->existing);
+  EXPECT_EQ(duplicate->existing->state, RecordState::in_flight);
+  EXPECT_EQ(duplicate->existing->fencing_token, token);
+  ASSERT_TRUE(get("k")->has_value());
+  EXPECT_EQ(store.stats().records, 1u);
+  EXPECT_EQ(*renew("k", token, 10s), TokenCheck::ok);
+  EXPECT_EQ(*renew("k", token + 1, 10s), TokenCheck::stale);
+  EXPECT_EQ(store.counters().transactions, before.transactions);
+  EXPECT_EQ(store.counters().syncs, before.syncs);
+
+  EXPECT_EQ(*complete("k", token), TokenCheck::ok);
+  EXPECT_EQ(store.counters().transactions, before.transactions + 1);
+  EXPECT_GT(store.syncs(), before.syncs);
+  auto replay = claim(request("k"));
+  ASSERT_TRUE(replay.has_value() && replay->existing);
+  EXPECT_EQ(replay->existing->state, RecordState::completed);
+  EXPECT_EQ(replay->existing->fencing_token, token);
+
+  // Released or flushed, it is gone; a new claim gets a later token.
+  const std::uint64_t second = acquire(request("released"));
+  EXPECT_GT(second, token);
+  EXPECT_EQ(*release("released", second + 1), TokenCheck::stale);
+  EXPECT_EQ(*release("released", second), TokenCheck::ok);
+  EXPECT_FALSE(get("released")->has_value());
+  const std::uint64_t third = acquire(request("erased"));
+  EXPECT_GT(third, second);
+  EXPECT_TRUE(*erase("erased"));
+  EXPECT_FALSE(get("erased")->has_value());
+  EXPECT_EQ(*complete("erased", third), TokenCheck::stale);
+  EXPECT_EQ(store.stats().records, 1u);
+
+  // Under on_expired_lease = "fail" the claim is written: it must survive a power cut.
+  const std::uint64_t written = store.counters().transactions;
+  ASSERT_TRUE(claim(request("fail", "fp", 30s, 24h, false))->acquired);
+  EXPECT_EQ(store.counters().transactions, written + 1);
+}
+
+TEST_F(LmdbStoreTest, PowerDurabilityWritesALeaseStillHeldAfterTheDelay) {
+  // A slow request's lease must outlive the process, so that after a kill -9 a retry
+  // waits for it to run out (contract section 7): held past lease_write_delay, it is
+  // written as it stands, with no operation to prompt the writer.
+  auto o = options();
+  o.durability = Durability::power;
+  o.lease_write_delay = 20ms;
+  LmdbStore& store = open(o);
+  const std::uint64_t slow = acquire(request("slow"));
+  const std::uint64_t quick = acquire(request("quick"));
+  EXPECT_EQ(*complete("quick", quick), TokenCheck::ok);  // within the delay: one write
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (store.counters().transactions < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(store.counters().transactions, 2u) << "the slow lease was not written";
+  EXPECT_EQ(store.counters().leases_held, 2u);
+  EXPECT_EQ(store.counters().leases_written, 1u);
+  // Written, it is the tables' now: renewed and completed there.
+  EXPECT_EQ(*renew("slow", slow, 30s), TokenCheck::ok);
+  EXPECT_EQ(store.counters().transactions, 3u);
+  const std::uint64_t left = acquire(request("left in flight"));
+  while (store.counters().transactions < 4 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(*complete("slow", slow), TokenCheck::ok);
+  // A clean close loses nothing written: the lease still held is there after reopening.
+  close();
+  open(o);
+  auto held = claim(request("left in flight"));
+  ASSERT_TRUE(held.has_value() && held->existing) << "a written lease did not survive";
+  EXPECT_FALSE(held->acquired);
+  EXPECT_EQ(held->existing->fencing_token, left);
+  auto replay = claim(request("slow"));
+  ASSERT_TRUE(replay.has_value() && replay->existing);
+  EXPECT_EQ(replay->existing->state, RecordState::completed);
+}
+
+TEST_F(LmdbStoreTest, PowerDurabilityTakesOverAnExpiredLeaseInMemory) {
+  auto o = options();
+  o.durability = Durability::power;
+  o.lease_write_delay = 1h;
+  LmdbStore& store = open(o);
+  const std::uint64_t first = acquire(request("k", "fp", 5s));
+  clock_->advance(6s);
+  // Another payload does not take it over; the same one does, and the first holder's
+  // token is stale from then on.
+  auto other = claim(request("k", "another fp", 5s));
+  ASSERT_TRUE(other.has_value() && other->existing);
+  EXPECT_FALSE(other->acquired);
+  auto took = claim(request("k", "fp", 5s));
+  ASSERT_TRUE(took.has_value() && took->acquired);
+  EXPECT_TRUE(took->took_over);
+  EXPECT_GT(took->fencing_token, first);
+  EXPECT_EQ(*complete("k", first), TokenCheck::stale);
+  EXPECT_EQ(*complete("k", took->fencing_token), TokenCheck::ok);
+  // Past the record's own expiry a held lease is gone, and the sweeper drops it.
+  const std::uint64_t late = acquire(request("late", "fp", 5s, 10s));
+  clock_->advance(11s);
+  EXPECT_FALSE(get("late")->has_value());
+  EXPECT_EQ(*complete("late", late), TokenCheck::stale);
+  EXPECT_TRUE(claim(request("late", "fp", 5s, 10s))->acquired);
+  EXPECT_EQ(store.stats().records, 2u);
 }
 
 TEST_F(LmdbStoreTest, PowerDurabilityNeverAnswersFromAnUnflushedRecord) {

@@ -54,6 +54,7 @@ Core::Core(LmdbStoreOptions options, std::unique_ptr<Env> env)
   const int rc = tables.load_counters();
   records_ = tables.record_count();
   bytes_ = tables.bytes();
+  tokens_ = tables.last_token();
   mdb_txn_abort(txn);
   if (rc != 0) fail(env_->dir(), "cannot read the meta database: " + mdb_error(rc));
   known_txnid_ = latest_txnid();
@@ -94,6 +95,8 @@ LmdbStoreCounters Core::counters() const {
   c.read_answers = read_answers;
   c.sweeps = sweeps_.load(r);
   c.swept = swept_.load(r);
+  c.leases_held = leases_made_.load(r);
+  c.leases_written = leases_written_.load(r);
   return c;
 }
 
@@ -123,7 +126,7 @@ ApplyContext Core::context(MDB_txn* txn, TimePoint now) {
   return ctx;
 }
 
-int Core::commit(std::span<Op> ops, TimePoint now) {
+int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
   const std::uint64_t txnid = mdb_txn_id(txn);
@@ -133,10 +136,19 @@ int Core::commit(std::span<Op> ops, TimePoint now) {
   Tables tables(txn, env_->dbis(), redo_ ? &redo_batch_ : nullptr);
   int rc = tables.load_counters();
   const ApplyContext ctx = context(txn, now);
+  if (holds_leases()) {
+    tables.share_tokens(&tokens_);
+    if (claims_allowed_.load(std::memory_order_relaxed) != ctx.claims_allowed) {
+      std::lock_guard lock(leases_mutex_);
+      full_error_ = ctx.full_error;
+      claims_allowed_.store(ctx.claims_allowed, std::memory_order_relaxed);
+    }
+  }
   for (Op& op : ops) {
     if (rc != 0) break;
     rc = apply(tables, op, ctx);
   }
+  if (rc == 0 && with_leases) rc = write_held_leases(tables);
   if (rc == 0) rc = tables.save_counters();
   if (rc != 0) {
     mdb_txn_abort(txn);
@@ -200,11 +212,17 @@ bool Core::unflushed(const RecordId& id) const {
 void Core::run_batch(std::span<Op> ops) {
   const TimePoint now = options_.clock->now();
   const bool power = options_.durability == Durability::power;
+  if (power) {
+    resolve_leases(ops, now);
+    if (ops.empty() && leases_to_write_.empty()) return;
+  }
   // Before the commit: readers see it the moment it is made.
   if (power) mark_unflushed(ops);
   bool committed = false;
-  if (int rc = commit(ops, now); rc == 0) {
+  bool leases_written = false;
+  if (int rc = commit(ops, now, power); rc == 0) {
     committed = true;
+    leases_written = power;
   } else if (ops.size() == 1) {
     std::visit([&](auto& o) { o.pending.result = error_of(rc); }, ops[0]);
   } else {
@@ -219,6 +237,7 @@ void Core::run_batch(std::span<Op> ops) {
     }
   }
   if (power) {
+    settle_leases(ops, leases_written);
     // A claim that created a record (or took over an expired lease) that may be taken over
     // once its lease runs out is answered once committed, not once flushed. A power cut
     // that takes it back takes back its lease, which is what the cut does to every lease
@@ -314,9 +333,13 @@ void Core::run() {
   const std::size_t max_batch = std::max<std::size_t>(options_.max_batch, 1);
   std::vector<Op> batch;
   for (;;) {
+    auto wake_at = next_sweep;
+    if (holds_leases()) {
+      if (auto lease_due = next_lease_write()) wake_at = std::min(wake_at, *lease_due);
+    }
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_until(lock, next_sweep, [&] { return stop_ || !queue_.empty(); });
+      wake_.wait_until(lock, wake_at, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty() && stop_) break;
       const std::size_t n = std::min(queue_.size(), max_batch);
       for (std::size_t i = 0; i < n; ++i) {
@@ -324,14 +347,15 @@ void Core::run() {
         queue_.pop_front();
       }
     }
-    if (!batch.empty()) {
-      run_batch(batch);
-      batch.clear();  // callbacks may hold the last reference to their captures
+    if (!batch.empty() || holds_leases()) {
+      run_batch(batch);  // with no operations: writes the leases due, if any
+      batch.clear();     // callbacks may hold the last reference to their captures
     }
     resync_cache();
     if (redo_) maybe_checkpoint();
     const auto now = SteadyClock::now();
     if (now >= next_sweep) {
+      if (holds_leases()) sweep_leases(options_.clock->now());
       next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;
     }
   }

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <variant>
 #include <vector>
@@ -40,6 +41,10 @@ namespace idem::lmdb {
 /// completion that fits is not lost with a claim that does not. Between batches the writer
 /// sweeps expired records in bounded transactions, oldest first, from the expiry index.
 ///
+/// Under Durability::power, the in-flight records of claims that may be taken over are
+/// held in memory and answered on the caller's thread; a request that completes within
+/// lease_write_delay is written once, by its completion (core_leases.cpp).
+///
 /// Reads: a completed record found by a read is kept decoded in a RecordCache, trusted
 /// only while `known_txnid_` (the newest commit whose changes this process has applied to
 /// the cache: its own, whose records it drops from the cache after each commit) is LMDB's
@@ -61,6 +66,21 @@ class Core {
   /// from it: the writer answers such a claim after the flush.
   bool unflushed(const RecordId& id) const;
   Result<void> ping();
+
+  // Durability::power: the in-flight records of claims that may be taken over (the
+  // default, on_expired_lease = "retry") are held in memory until they complete, or are
+  // written once lease_write_delay has passed (core_leases.cpp).
+  bool holds_leases() const noexcept { return options_.durability == Durability::power; }
+  /// A claim that may take over an expired lease, answered from memory and the tables; none
+  /// when the writer must answer it.
+  std::optional<Result<ClaimOutcome>> claim_in_memory(const ClaimRequest& request, TimePoint now);
+  /// None when no lease for `id` is held in memory: the writer answers.
+  std::optional<TokenCheck> release_in_memory(const RecordId& id, std::uint64_t token,
+                                              TimePoint now);
+  std::optional<TokenCheck> renew_in_memory(const RecordId& id, std::uint64_t token, Duration lease,
+                                            TimePoint now);
+  /// The in-flight record held in memory for `id`, while it lives.
+  std::optional<Record> leased(const RecordId& id, TimePoint now);
   std::shared_ptr<detail::WatchState> add_watch(const RecordId& id, std::function<void()> fn);
   void remove_watch(const RecordId& id, const detail::WatchState* state);
   void count_read_answer() noexcept {
@@ -68,7 +88,9 @@ class Core {
   }
   LmdbStoreCounters counters() const;
   StoreStats stats() const {
-    return {records_.load(std::memory_order_relaxed), bytes_.load(std::memory_order_relaxed)};
+    return {
+        records_.load(std::memory_order_relaxed) + leases_count_.load(std::memory_order_relaxed),
+        bytes_.load(std::memory_order_relaxed) + leases_bytes_.load(std::memory_order_relaxed)};
   }
   const LmdbStoreOptions& options() const noexcept { return options_; }
   const std::filesystem::path& path() const noexcept { return env_->dir(); }
@@ -85,7 +107,18 @@ class Core {
 
  private:
   void run_batch(std::span<Op> ops);
-  int commit(std::span<Op> ops, TimePoint now);
+  /// Power, before the transaction: answers what a lease held in memory decides (claims,
+  /// erases) and marks the leases that completions are about to write.
+  void resolve_leases(std::span<Op> ops, TimePoint now);
+  /// Power, after the transaction: a written completion's lease goes, and so does a lease
+  /// written as it stands (the tables hold it now); a failed write's lease stays.
+  void settle_leases(std::span<Op> ops, bool leases_written);
+  /// Power, inside the transaction: writes leases_to_write_.
+  int write_held_leases(Tables& tables);
+  /// Power: drops leases whose records have expired.
+  void sweep_leases(TimePoint now);
+  /// `with_leases`: the transaction also writes leases_to_write_.
+  int commit(std::span<Op> ops, TimePoint now, bool with_leases = false);
   /// Also notes the pages in use (used_pages_).
   ApplyContext context(MDB_txn* txn, TimePoint now);
   /// Removes up to sweep_batch expired records; true when more are due.
@@ -163,6 +196,38 @@ class Core {
   std::atomic<bool> checkpoint_failed_{false};
   MDB_txn* pinned_ = nullptr;  // the checkpointer's
 
+  // Power: leases held in memory. Invariant: while one is held for an id, the tables hold
+  // no live record for it. Lock order: leases_mutex_, then unflushed_mutex_.
+  struct Lease {
+    Record record;
+    std::size_t bytes = 0;    ///< counted in stats() while held
+    bool completing = false;  ///< its completion is being written: not taken over meanwhile
+    bool writing = false;     ///< being written as it stands: changes go to the writer
+  };
+  using Leases = std::unordered_map<RecordId, Lease, DigestHash>;
+  std::optional<Result<ClaimOutcome>> claim_locked(const ClaimRequest& request, TimePoint now);
+  /// Under leases_mutex_.
+  void hold_lease(const RecordId& id, Record record);
+  void drop_lease(Leases::iterator it);
+  std::mutex leases_mutex_;
+  Leases leases_;
+  std::atomic<std::uint64_t> leases_count_{0};
+  std::atomic<std::uint64_t> leases_bytes_{0};
+  std::atomic<std::uint64_t> tokens_{0};  ///< the last fencing token issued (power)
+  std::atomic<bool> claims_allowed_{true};
+  std::string full_error_;  ///< under leases_mutex_
+  /// Leases in the order they were made (under leases_mutex_): one still held
+  /// options_.lease_write_delay later is written as it stands (write_held_leases).
+  struct NewLease {
+    RecordId id;
+    std::uint64_t token;
+    std::chrono::steady_clock::time_point made;
+  };
+  std::deque<NewLease> new_leases_;
+  std::vector<std::pair<RecordId, Record>> leases_to_write_;  ///< the writer's, this batch
+  /// When the oldest lease not yet looked at is due to be written, if any.
+  std::optional<std::chrono::steady_clock::time_point> next_lease_write();
+
   // Power: ids written by commits not yet flushed, with how many such commits wrote each.
   mutable std::mutex unflushed_mutex_;
   std::unordered_map<RecordId, unsigned, DigestHash> unflushed_;
@@ -187,6 +252,8 @@ class Core {
   std::array<Stripe, kStripes> read_answers_;
   std::atomic<std::uint64_t> sweeps_{0};
   std::atomic<std::uint64_t> swept_{0};
+  std::atomic<std::uint64_t> leases_made_{0};
+  std::atomic<std::uint64_t> leases_written_{0};
 };
 
 }  // namespace idem::lmdb

@@ -5,7 +5,9 @@
 // replay. Only creating or taking over a record goes to the writer, which checks again
 // inside its write transaction, so two claims racing for one key still get one winner.
 // With durability power, a record written by a commit that is not on the disk yet is not
-// read here either: the writer answers that claim once the commit's log write is done.
+// read here either: the writer answers that claim once the commit's log write is done. And
+// under power a claim that may take over an expired lease is held in memory, not written
+// (core_leases.cpp): it, its renewals and its release are answered here.
 
 #include "idem/lmdb_store.hpp"
 
@@ -99,6 +101,14 @@ class LmdbStoreImpl final : public LmdbStore {
   }
 
   void claim(ClaimRequest request, Callback<ClaimOutcome> done) override {
+    if (core_->holds_leases() && request.take_over_expired) {
+      if (auto answered = core_->claim_in_memory(request, core_->options().clock->now())) {
+        done(std::move(*answered));
+      } else {
+        core_->submit(lmdb::ClaimOp{std::move(request), {std::move(done)}});
+      }
+      return;
+    }
     if (core_->unflushed(request.id)) {
       core_->submit(lmdb::ClaimOp{std::move(request), {std::move(done)}});
       return;
@@ -124,19 +134,33 @@ class LmdbStoreImpl final : public LmdbStore {
 
   void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
                 Callback<TokenCheck> done) override {
-    core_->submit(lmdb::CompleteOp{id, token, std::move(response), ttl, {std::move(done)}});
+    core_->submit(
+        lmdb::CompleteOp{id, token, std::move(response), ttl, {std::move(done)}, std::nullopt});
   }
 
   void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
+    if (core_->holds_leases()) {
+      if (auto answered = core_->release_in_memory(id, token, core_->options().clock->now())) {
+        return done(*answered);
+      }
+    }
     core_->submit(lmdb::ReleaseOp{id, token, {std::move(done)}});
   }
 
   void renew(const RecordId& id, std::uint64_t token, Duration lease,
              Callback<TokenCheck> done) override {
+    if (core_->holds_leases()) {
+      const TimePoint now = core_->options().clock->now();
+      if (auto answered = core_->renew_in_memory(id, token, lease, now)) return done(*answered);
+    }
     core_->submit(lmdb::RenewOp{id, token, lease, {std::move(done)}});
   }
 
   void get(const RecordId& id, Callback<std::optional<Record>> done) override {
+    if (core_->holds_leases()) {
+      if (auto held = core_->leased(id, core_->options().clock->now()))
+        return done(std::move(held));
+    }
     std::optional<Record> out;
     if (auto read = core_->read_live(id, core_->options().clock->now(), out); !read) {
       done(read.error());

@@ -83,7 +83,10 @@ int apply_claim(Tables& t, ClaimOp& op, const ApplyContext& ctx) {
 int apply_complete(Tables& t, CompleteOp& op, const ApplyContext& ctx) {
   Found found;
   if (int rc = t.find(op.id, found)) return rc;
-  Record* rec = owned(found, op.id, op.token, ctx.now, op.pending, TokenCheck::stale);
+  // A lease held in memory: the tables hold nothing live for the id (at most an expired
+  // record, which put() replaces).
+  Record* rec = op.leased ? &*op.leased
+                          : owned(found, op.id, op.token, ctx.now, op.pending, TokenCheck::stale);
   if (!rec) return 0;
   Record updated = *rec;
   updated.state = RecordState::completed;
@@ -128,7 +131,8 @@ int apply_erase(Tables& t, EraseOp& op, const ApplyContext& ctx) {
   // An operator's flush removes a record that does not decode too: that is how one gets
   // rid of it. An expired record is already gone as far as anyone can tell.
   if (!found.present() || (!corrupt_record(found) && !found.live(ctx.now))) {
-    op.pending.result = false;
+    op.pending.result = op.lease_erased;
+    op.pending.notify = op.lease_erased;
     return 0;
   }
   if (int rc = t.remove(op.id, found)) return rc;
@@ -143,6 +147,7 @@ int apply(Tables& tables, Op& op, const ApplyContext& ctx) {
   return std::visit(
       [&](auto& o) -> int {
         using T = std::decay_t<decltype(o)>;
+        if (o.pending.settled) return 0;
         o.pending.result.reset();
         o.pending.notify = false;
         if constexpr (std::is_same_v<T, ClaimOp>) return apply_claim(tables, o, ctx);

@@ -19,6 +19,9 @@ struct Pending {
   Callback<T> done;
   std::optional<Result<T>> result;
   bool notify = false;  ///< the record completed or went away: wake its watchers
+  /// Answered before the transaction, from a lease held in memory (core_leases.cpp): the
+  /// transaction leaves the op alone.
+  bool settled = false;
 };
 
 struct ClaimOp {
@@ -31,6 +34,9 @@ struct CompleteOp {
   StoredResponse response;
   Duration ttl;
   Pending<TokenCheck> pending;
+  /// The in-flight record when its lease is held in memory (core_leases.cpp), marked as
+  /// being completed: the completion writes it, whatever the tables hold for the id.
+  std::optional<Record> leased;
 };
 struct ReleaseOp {
   RecordId id;
@@ -46,6 +52,7 @@ struct RenewOp {
 struct EraseOp {
   RecordId id;
   Pending<bool> pending;
+  bool lease_erased = false;  ///< a live lease held in memory went with it
 };
 
 /// One queued write. Applying it never consumes its inputs, so a batch that failed as a

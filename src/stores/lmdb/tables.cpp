@@ -57,6 +57,12 @@ int Tables::save_counters() {
   auto bytes_of = [](const std::uint64_t& v) {
     return std::string_view(reinterpret_cast<const char*>(&v), sizeof v);
   };
+  if (shared_tokens_) {
+    if (const std::uint64_t reached = shared_tokens_->load(); reached > last_token_) {
+      last_token_ = reached;
+      tokens_dirty_ = true;
+    }
+  }
   if (tokens_dirty_) {
     if (int rc = put_value(RedoTable::meta, kLastTokenKey, bytes_of(last_token_))) return rc;
   }

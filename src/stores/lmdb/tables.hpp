@@ -2,6 +2,7 @@
 
 #include <lmdb.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -70,8 +71,13 @@ class Tables {
 
   std::uint64_t issue_token() noexcept {
     tokens_dirty_ = true;
+    if (shared_tokens_) return last_token_ = shared_tokens_->fetch_add(1) + 1;
     return ++last_token_;
   }
+  /// Tokens come from `tokens` (the last one issued, at least the stored one), which
+  /// leases held in memory draw from too; save_counters() stores what it has reached.
+  void share_tokens(std::atomic<std::uint64_t>* tokens) noexcept { shared_tokens_ = tokens; }
+  std::uint64_t last_token() const noexcept { return last_token_; }
   std::uint64_t bytes() const noexcept { return bytes_; }
   void reset_bytes() noexcept {
     bytes_ = 0;
@@ -91,6 +97,7 @@ class Tables {
   MDB_txn* txn_;
   const Dbis& dbis_;
   RedoBatch* redo_;
+  std::atomic<std::uint64_t>* shared_tokens_ = nullptr;
   std::uint64_t last_token_ = 0;
   std::uint64_t bytes_ = 0;
   bool tokens_dirty_ = false;
