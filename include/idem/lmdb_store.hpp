@@ -57,7 +57,9 @@ struct LmdbStoreOptions {
 
 /// What the LMDB store did since it was opened, for tests, benchmarks and metrics.
 struct LmdbStoreCounters {
-  std::uint64_t transactions = 0;  ///< committed write transactions carrying operations
+  /// committed write transactions carrying operations (power: or leases written as they
+  /// stood, see leases_written)
+  std::uint64_t transactions = 0;
   std::uint64_t operations = 0;    ///< operations those transactions carried
   std::uint64_t syncs = 0;         ///< flushes and (power) redo log writes that succeeded
   std::uint64_t checkpoints = 0;   ///< power: checkpoints recorded in the redo log
