@@ -60,9 +60,9 @@ struct LmdbStoreCounters {
   /// committed write transactions carrying operations (power: or leases written as they
   /// stood, see leases_written)
   std::uint64_t transactions = 0;
-  std::uint64_t operations = 0;    ///< operations those transactions carried
-  std::uint64_t syncs = 0;         ///< flushes and (power) redo log writes that succeeded
-  std::uint64_t checkpoints = 0;   ///< power: checkpoints recorded in the redo log
+  std::uint64_t operations = 0;   ///< operations those transactions carried
+  std::uint64_t syncs = 0;        ///< flushes and (power) redo log writes that succeeded
+  std::uint64_t checkpoints = 0;  ///< power: checkpoints recorded in the redo log
   /// power: checkpoints that failed (data.mdb not flushed, or the record not written); the
   /// redo log keeps every record since the last one recorded, and the next attempt comes
   /// when one is due again, at least 100 ms after the failure

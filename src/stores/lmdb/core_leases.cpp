@@ -30,12 +30,8 @@ namespace {
 ClaimOutcome claim_held(Record& held, bool completing, const ClaimRequest& request, TimePoint now,
                         std::atomic<std::uint64_t>& tokens) {
   ClaimOutcome out;
-  if (!completing && request.take_over_expired && held.lease_expired(now) &&
-      held.fingerprint == request.fingerprint) {
-    held.fencing_token = tokens.fetch_add(1) + 1;
-    held.lease_owner = request.owner;
-    held.lease_expires_at = now + request.lease;
-    held.expires_at = now + std::max(request.ttl, request.lease);
+  if (!completing && takes_over(held, request, now)) {
+    take_over(held, request, now, tokens.fetch_add(1) + 1);
     out.acquired = true;
     out.took_over = true;
     out.fencing_token = held.fencing_token;
@@ -88,22 +84,14 @@ std::optional<Result<ClaimOutcome>> Core::claim_locked(const ClaimRequest& reque
   if (out.existing) {
     const Record& rec = *out.existing;
     // A written in-flight record (claimed under "fail") is taken over by the writer.
-    if (rec.lease_expired(now) && rec.fingerprint == request.fingerprint) return std::nullopt;
+    if (takes_over(rec, request, now)) return std::nullopt;
     count_read_answer();
     return out;
   }
   if (!claims_allowed_.load(std::memory_order_relaxed)) {
     return Error{Errc::store_full, full_error_};
   }
-  Record rec;
-  rec.state = RecordState::in_flight;
-  rec.fingerprint = request.fingerprint;
-  rec.fencing_token = tokens_.fetch_add(1) + 1;
-  rec.lease_owner = request.owner;
-  rec.created_at = now;
-  rec.lease_expires_at = now + request.lease;
-  // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
-  rec.expires_at = now + std::max(request.ttl, request.lease);
+  Record rec = new_in_flight(request, now, tokens_.fetch_add(1) + 1);
   out.acquired = true;
   out.fencing_token = rec.fencing_token;
   hold_lease(request.id, std::move(rec));

@@ -120,10 +120,7 @@ class LmdbStoreImpl final : public LmdbStore {
       return;
     }
     if (out.existing) {
-      const Record& rec = *out.existing;
-      const bool take_over = request.take_over_expired && rec.lease_expired(now) &&
-                             rec.fingerprint == request.fingerprint;
-      if (!take_over) {
+      if (!lmdb::takes_over(*out.existing, request, now)) {
         core_->count_read_answer();
         done(std::move(out));
         return;

@@ -44,11 +44,8 @@ int apply_claim(Tables& t, ClaimOp& op, const ApplyContext& ctx) {
   ClaimOutcome out;
   if (found.live(ctx.now)) {
     Record rec = **found.record;
-    if (req.take_over_expired && rec.lease_expired(ctx.now) && rec.fingerprint == req.fingerprint) {
-      rec.fencing_token = t.issue_token();
-      rec.lease_owner = req.owner;
-      rec.lease_expires_at = ctx.now + req.lease;
-      rec.expires_at = ctx.now + std::max(req.ttl, req.lease);
+    if (takes_over(rec, req, ctx.now)) {
+      take_over(rec, req, ctx.now, t.issue_token());
       if (int rc = t.put(req.id, rec, found)) return rc;
       out.acquired = true;
       out.took_over = true;
@@ -63,15 +60,7 @@ int apply_claim(Tables& t, ClaimOp& op, const ApplyContext& ctx) {
     op.pending.result = Error{Errc::store_full, ctx.full_error};
     return 0;
   }
-  Record rec;
-  rec.state = RecordState::in_flight;
-  rec.fingerprint = req.fingerprint;
-  rec.fencing_token = t.issue_token();
-  rec.lease_owner = req.owner;
-  rec.created_at = ctx.now;
-  rec.lease_expires_at = ctx.now + req.lease;
-  // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
-  rec.expires_at = ctx.now + std::max(req.ttl, req.lease);
+  const Record rec = new_in_flight(req, ctx.now, t.issue_token());
   // `found` may hold an expired record: put() drops its index entry.
   if (int rc = t.put(req.id, rec, found)) return rc;
   out.acquired = true;
@@ -157,6 +146,31 @@ int apply(Tables& tables, Op& op, const ApplyContext& ctx) {
         if constexpr (std::is_same_v<T, EraseOp>) return apply_erase(tables, o, ctx);
       },
       op);
+}
+
+bool takes_over(const Record& rec, const ClaimRequest& request, TimePoint now) {
+  return request.take_over_expired && rec.lease_expired(now) &&
+         rec.fingerprint == request.fingerprint;
+}
+
+void take_over(Record& rec, const ClaimRequest& request, TimePoint now, std::uint64_t token) {
+  rec.fencing_token = token;
+  rec.lease_owner = request.owner;
+  rec.lease_expires_at = now + request.lease;
+  rec.expires_at = now + std::max(request.ttl, request.lease);
+}
+
+Record new_in_flight(const ClaimRequest& request, TimePoint now, std::uint64_t token) {
+  Record rec;
+  rec.state = RecordState::in_flight;
+  rec.fingerprint = request.fingerprint;
+  rec.fencing_token = token;
+  rec.lease_owner = request.owner;
+  rec.created_at = now;
+  rec.lease_expires_at = now + request.lease;
+  // The record outlives its lease even with a short ttl, so a renewed lease stays valid.
+  rec.expires_at = now + std::max(request.ttl, request.lease);
+  return rec;
 }
 
 const RecordId& op_id(const Op& op) {

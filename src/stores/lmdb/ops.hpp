@@ -76,4 +76,12 @@ int apply(Tables& tables, Op& op, const ApplyContext& ctx);
 /// The record an operation is about.
 const RecordId& op_id(const Op& op);
 
+/// Whether `request` takes `rec` over: it may, the lease ran out, and the payload is the
+/// same.
+bool takes_over(const Record& rec, const ClaimRequest& request, TimePoint now);
+/// Hands `rec` to `request`'s caller under `token`.
+void take_over(Record& rec, const ClaimRequest& request, TimePoint now, std::uint64_t token);
+/// A new in-flight record for `request` under `token`.
+Record new_in_flight(const ClaimRequest& request, TimePoint now, std::uint64_t token);
+
 }  // namespace idem::lmdb
