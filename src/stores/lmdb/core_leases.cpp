@@ -26,11 +26,12 @@
 namespace idem::lmdb {
 namespace {
 
-// A claim of an id whose lease is held here: the record as it stands, or a take-over.
-ClaimOutcome claim_held(Record& held, bool completing, const ClaimRequest& request, TimePoint now,
-                        std::atomic<std::uint64_t>& tokens) {
+// A claim of an id whose lease is held here: the record as it stands, or a take-over
+// (never of a lease being written, by its completion or as it stands).
+ClaimOutcome claim_held(Record& held, bool being_written, const ClaimRequest& request,
+                        TimePoint now, std::atomic<std::uint64_t>& tokens) {
   ClaimOutcome out;
-  if (!completing && takes_over(held, request, now)) {
+  if (!being_written && takes_over(held, request, now)) {
     take_over(held, request, now, tokens.fetch_add(1) + 1);
     out.acquired = true;
     out.took_over = true;
@@ -147,7 +148,7 @@ void Core::resolve_leases(std::span<Op> ops, TimePoint now) {
     }
     if (auto* claim = std::get_if<ClaimOp>(&op)) {
       claim->pending.result =
-          claim_held(held.record, held.completing, claim->request, now, tokens_);
+          claim_held(held.record, held.completing || held.writing, claim->request, now, tokens_);
       claim->pending.settled = true;
     } else if (auto* complete = std::get_if<CompleteOp>(&op)) {
       if (held.completing || held.record.fencing_token != complete->token) {
