@@ -75,6 +75,10 @@ struct LmdbStoreCounters {
   /// still in flight after lease_write_delay, written as they stood
   std::uint64_t leases_held = 0;
   std::uint64_t leases_written = 0;
+  /// power: completions of those leases that were logged and held in memory, and the
+  /// transactions (folds) that wrote such records to data.mdb, about one a checkpoint
+  std::uint64_t completions_held = 0;
+  std::uint64_t folds = 0;
 };
 
 /// A start-up failure of the LMDB store or of an offline tool: one line naming the data

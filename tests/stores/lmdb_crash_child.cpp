@@ -12,6 +12,10 @@
 // and writes a record as a gateway would name it, for idemctl's tests (prints its id):
 //
 //   lmdb_crash_child put DIR KEY SCOPE  completes KEY in the identity scope SCOPE (201, "{}")
+//
+// and reads the directory as idemctl store list does (prints how many records it holds):
+//
+//   lmdb_crash_child count DIR
 
 #include <unistd.h>
 
@@ -71,6 +75,17 @@ int erase(const char* dir, std::string_view hex) {
   }
 }
 
+int count(const char* dir) {
+  try {
+    const auto records = idem::lmdb_list_records(dir, idem::SystemClock().now(), 1u << 20);
+    std::printf("%zu\n", records.size());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
+}
+
 int put(const char* dir, const std::string& key, const std::string& scope) {
   try {
     idem::RecordNamer namer(idem::load_or_create_secret(dir));
@@ -110,6 +125,7 @@ int put(const char* dir, const std::string& key, const std::string& scope) {
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "erase") == 0) return erase(argv[2], argv[3]);
+  if (argc == 3 && std::strcmp(argv[1], "count") == 0) return count(argv[2]);
   if (argc == 5 && std::strcmp(argv[1], "put") == 0) return put(argv[2], argv[3], argv[4]);
   if (argc != 3) {
     std::fprintf(stderr, "usage: lmdb_crash_child DIR process|power\n");

@@ -97,6 +97,8 @@ LmdbStoreCounters Core::counters() const {
   c.swept = swept_.load(r);
   c.leases_held = leases_made_.load(r);
   c.leases_written = leases_written_.load(r);
+  c.completions_held = completions_held_.load(r);
+  c.folds = folds_.load(r);
   return c;
 }
 
@@ -113,7 +115,11 @@ Error Core::error_of(int rc) const {
 ApplyContext Core::context(MDB_txn* txn, TimePoint now) {
   ApplyContext ctx;
   ctx.now = now;
-  const std::size_t used = used_pages(txn, env_->dbis());
+  // Power: what the records held in memory will take once folded (core_folds.cpp), at
+  // the half-full pages that random inserts leave.
+  const std::size_t page = map_bytes_ / std::max<std::size_t>(map_pages_, 1);
+  const std::size_t held = leases_bytes_.load(std::memory_order_relaxed) * 2 / page;
+  const std::size_t used = used_pages(txn, env_->dbis()) + held;
   used_pages_ = used;
   if (used * kClaimLimitDen > map_pages_ * kClaimLimitNum) {
     ctx.claims_allowed = false;
@@ -127,6 +133,14 @@ ApplyContext Core::context(MDB_txn* txn, TimePoint now) {
 }
 
 int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
+  if (redo_ && (!with_leases || leases_to_write_.empty()) &&
+      std::all_of(ops.begin(), ops.end(), [](const Op& op) {
+        const auto* complete = std::get_if<CompleteOp>(&op);
+        return (complete && complete->held) ||
+               std::visit([](const auto& o) { return o.pending.settled; }, op);
+      })) {
+    return log_only(ops, now);
+  }
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
   const std::uint64_t txnid = mdb_txn_id(txn);
@@ -135,17 +149,27 @@ int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
   if (redo_) redo_batch_.clear();
   Tables tables(txn, env_->dbis(), redo_ ? &redo_batch_ : nullptr);
   int rc = tables.load_counters();
-  const ApplyContext ctx = context(txn, now);
+  ApplyContext ctx = context(txn, now);
+  if (fold_failed_.load(std::memory_order_relaxed) && ctx.claims_allowed) {
+    ctx.claims_allowed = false;
+    ctx.full_error = "lmdb store at " + env_->dir().string() +
+                     " is full: completed records held in memory do not fit in map_size (" +
+                     std::to_string(map_bytes_) + " bytes); raise map_size or shorten ttl";
+  }
   if (holds_leases()) {
     tables.share_tokens(&tokens_);
-    if (claims_allowed_.load(std::memory_order_relaxed) != ctx.claims_allowed) {
-      std::lock_guard lock(leases_mutex_);
-      full_error_ = ctx.full_error;
-      claims_allowed_.store(ctx.claims_allowed, std::memory_order_relaxed);
-    }
+    note_room(ctx);
   }
   for (Op& op : ops) {
     if (rc != 0) break;
+    if (auto* complete = std::get_if<CompleteOp>(&op); complete && complete->held) {
+      log_held_completion(*complete, now);
+      continue;
+    }
+    if (auto* erase = std::get_if<EraseOp>(&op); erase && !erase->held_index.empty()) {
+      redo_batch_.del(RedoTable::records, id_bytes(erase->id));
+      redo_batch_.del(RedoTable::expiry, erase->held_index);
+    }
     rc = apply(tables, op, ctx);
   }
   if (rc == 0 && with_leases) rc = write_held_leases(tables);
@@ -164,6 +188,32 @@ int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
   records_.store(records, std::memory_order_relaxed);
   bytes_.store(tables.bytes(), std::memory_order_relaxed);
   transactions_.fetch_add(1, std::memory_order_relaxed);
+  operations_.fetch_add(ops.size(), std::memory_order_relaxed);
+  return 0;
+}
+
+void Core::note_room(const ApplyContext& ctx) {
+  if (claims_allowed_.load(std::memory_order_relaxed) == ctx.claims_allowed) return;
+  std::lock_guard lock(leases_mutex_);
+  full_error_ = ctx.full_error;
+  claims_allowed_.store(ctx.claims_allowed, std::memory_order_relaxed);
+}
+
+int Core::log_only(std::span<Op> ops, TimePoint now) {
+  redo_batch_.clear();
+  for (Op& op : ops) {
+    if (auto* complete = std::get_if<CompleteOp>(&op); complete && complete->held) {
+      log_held_completion(*complete, now);
+    }
+  }
+  if (redo_batch_.empty()) return 0;
+  // The fencing tokens issued so far, as a transaction's counters would record them.
+  const std::uint64_t tokens = tokens_.load(std::memory_order_relaxed);
+  redo_batch_.put(RedoTable::meta, kLastTokenKey,
+                  std::string_view(reinterpret_cast<const char*>(&tokens), sizeof tokens));
+  // Numbered as the next commit will be: a checkpoint of that commit or a later one comes
+  // after a fold, which writes these records (core_folds.cpp); an earlier one replays them.
+  log_commit(latest_txnid() + 1);
   operations_.fetch_add(ops.size(), std::memory_order_relaxed);
   return 0;
 }
@@ -220,11 +270,13 @@ void Core::run_batch(std::span<Op> ops) {
   if (power) mark_unflushed(ops);
   bool committed = false;
   bool leases_written = false;
-  if (int rc = commit(ops, now, power); rc == 0) {
+  const int batch_rc = commit(ops, now, power);
+  if (batch_rc == MDB_MAP_FULL) room_wanted_ = true;
+  if (batch_rc == 0) {
     committed = true;
     leases_written = power;
   } else if (ops.size() == 1) {
-    std::visit([&](auto& o) { o.pending.result = error_of(rc); }, ops[0]);
+    std::visit([&](auto& o) { o.pending.result = error_of(batch_rc); }, ops[0]);
   } else {
     // Typically MDB_MAP_FULL: one operation did not fit. Alone, each one that fits
     // succeeds (a completion must not be lost with a claim), and only the others fail.
@@ -282,11 +334,20 @@ void Core::run_syncer() {
     flushing.swap(awaiting_sync_);
     flushed_ids.swap(marked_);
     logging.swap(unlogged_);
+    const std::uint64_t frames = frames_queued_;
     sync_wanted_ = false;
     lock.unlock();
     // Process: every batch committed so far is flushed by this one call. Power: by the
     // log's write of everything committed so far.
-    if (int rc = redo_ ? write_log(logging) : sync(); rc != 0) {
+    const int rc = redo_ ? write_log(logging) : sync();
+    if (rc == 0 && redo_) {
+      {
+        std::lock_guard written(sync_mutex_);
+        frames_written_ = std::max(frames_written_, frames);
+      }
+      log_written_.notify_all();
+    }
+    if (rc != 0) {
       const std::string what =
           redo_ ? "writing the redo log failed (" + std::string(std::strerror(rc)) + ")"
                 : "flush to disk failed (" + mdb_error(rc) + ")";
@@ -359,6 +420,9 @@ void Core::run() {
       next_sweep = sweep(options_.clock->now()) ? now : now + sweep_every;
     }
   }
+  // Completed records held in memory go to data.mdb before the checkpointer's last flush,
+  // which retires the log; if they do not fit, the log stays for the next start.
+  if (redo_ && fold_completions() != 0) fold_failed_.store(true, std::memory_order_relaxed);
   // The syncer flushes what was committed (a clean shutdown leaves nothing only in the
   // page cache), answers what it holds, and returns.
   {

@@ -117,8 +117,26 @@ class Core {
   int write_held_leases(Tables& tables);
   /// Power: drops leases whose records have expired.
   void sweep_leases(TimePoint now);
+  /// Power, inside the transaction: logs a held completion (CompleteOp::held) without
+  /// writing it to the tables.
+  void log_held_completion(CompleteOp& op, TimePoint now);
+  /// Power, on the writer: writes the completed records held in memory to the tables in
+  /// one transaction, which the log has already (core_folds.cpp). 0 or an LMDB error.
+  int fold_completions();
+  struct Folded {
+    RecordId id;
+    std::shared_ptr<const std::string> encoded;
+    TimePoint expires_at;
+    std::uint64_t token = 0;
+  };
+  int fold_chunk(std::span<const Folded> chunk);
   /// `with_leases`: the transaction also writes leases_to_write_.
   int commit(std::span<Op> ops, TimePoint now, bool with_leases = false);
+  /// Power: commit() of a batch that leaves the tables alone (held completions, and ops
+  /// answered from memory): logged with no transaction.
+  int log_only(std::span<Op> ops, TimePoint now);
+  /// Power: whether new records may be made, after `ctx` measured the room left.
+  void note_room(const ApplyContext& ctx);
   /// Also notes the pages in use (used_pages_).
   ApplyContext context(MDB_txn* txn, TimePoint now);
   /// Removes up to sweep_batch expired records; true when more are due.
@@ -203,6 +221,8 @@ class Core {
     std::size_t bytes = 0;    ///< counted in stats() while held
     bool completing = false;  ///< its completion is being written: not taken over meanwhile
     bool writing = false;     ///< being written as it stands: changes go to the writer
+    bool completed = false;   ///< completed and logged; in the tables from the next fold
+    std::shared_ptr<const std::string> encoded;  ///< completed: the record as logged
   };
   using Leases = std::unordered_map<RecordId, Lease, DigestHash>;
   std::optional<Result<ClaimOutcome>> claim_locked(const ClaimRequest& request, TimePoint now);
@@ -254,6 +274,26 @@ class Core {
   std::atomic<std::uint64_t> swept_{0};
   std::atomic<std::uint64_t> leases_made_{0};
   std::atomic<std::uint64_t> leases_written_{0};
+  std::atomic<std::uint64_t> completions_held_{0};
+  std::atomic<std::uint64_t> folds_{0};
+  /// Power: the last fold failed (a full map): new records are refused until one succeeds,
+  /// and a stop leaves the log for the next start to replay (writer and checkpointer).
+  std::atomic<bool> fold_failed_{false};
+  std::size_t completed_since_fold_ = 0;  ///< the writer's, a bound on what a fold writes
+  /// Power: a write failed for want of room. A checkpoint moves the pin (the writer's), so
+  /// that the pages freed since the last one can be used again, even with nothing logged.
+  bool room_wanted_ = false;
+  /// Power: a fold that did not fit leaves its records held; they are logged again, in the
+  /// generation of the checkpoint about to be taken (`txnid` above its commit), so that a
+  /// recovery from that checkpoint replays them (core_folds.cpp).
+  void relog_held(std::uint64_t txnid);
+  /// Power, on the checkpointer: 0 once the log holds every record framed before the
+  /// checkpoint was taken, EIO if it does not within a while.
+  int wait_for_log(std::uint64_t frames);
+  std::uint64_t frames_queued_ = 0;   ///< power, under sync_mutex_: records framed so far
+  std::uint64_t frames_written_ = 0;  ///< power, under sync_mutex_: of those, on the disk
+  std::condition_variable log_written_;
+  std::uint64_t checkpoint_log_needed_ = 0;  ///< under checkpoint_mutex_, with checkpoint_job_
 };
 
 }  // namespace idem::lmdb

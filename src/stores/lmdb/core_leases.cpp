@@ -12,6 +12,13 @@
 // Claims under "fail" are always written first: losing one would let a retry execute
 // that must be refused with outcome-unknown.
 //
+// The completion of such a lease is logged (the redo log makes it durable) but not written
+// to the tables: the completed record stays held here, answering retries, until the next
+// fold writes every held record in one transaction, just before a checkpoint
+// (core_folds.cpp). Random record ids put each completion on a B-tree page of its own, so
+// a transaction of a few completions copies two pages for each; a fold of a second's
+// completions copies each leaf once for all the records it gets.
+//
 // The writer is the directory's only writer under power (env.hpp), so memory and the
 // tables cannot disagree: a lease is made only when the tables hold no live record for
 // its id, and every write the writer makes for an id first looks here.
@@ -19,6 +26,7 @@
 #include <algorithm>
 #include <iterator>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include "stores/lmdb/core.hpp"
@@ -66,6 +74,14 @@ std::optional<Result<ClaimOutcome>> Core::claim_in_memory(const ClaimRequest& re
 std::optional<Result<ClaimOutcome>> Core::claim_locked(const ClaimRequest& request, TimePoint now) {
   if (auto it = leases_.find(request.id); it != leases_.end()) {
     Lease& held = it->second;
+    if (now < held.record.expires_at && held.completed) {
+      // Logged, but the log write may not have returned: the writer answers after it.
+      if (unflushed(request.id)) return std::nullopt;
+      count_read_answer();
+      ClaimOutcome out;
+      out.existing = held.record;
+      return out;
+    }
     if (now < held.record.expires_at) {
       // Being written: a take-over is the writer's, once the tables hold the lease.
       if (held.writing && held.record.lease_expired(now)) return std::nullopt;
@@ -90,6 +106,7 @@ std::optional<Result<ClaimOutcome>> Core::claim_locked(const ClaimRequest& reque
     return out;
   }
   if (!claims_allowed_.load(std::memory_order_relaxed)) {
+    store_full_.fetch_add(1, std::memory_order_relaxed);
     return Error{Errc::store_full, full_error_};
   }
   Record rec = new_in_flight(request, now, tokens_.fetch_add(1) + 1);
@@ -108,7 +125,8 @@ std::optional<TokenCheck> Core::release_in_memory(const RecordId& id, std::uint6
     if (it == leases_.end()) return std::nullopt;
     const Lease& held = it->second;
     if (held.writing) return std::nullopt;  // the tables will hold it: the writer answers
-    if (now >= held.record.expires_at || held.completing || held.record.fencing_token != token) {
+    if (now >= held.record.expires_at || held.completing || held.completed ||
+        held.record.fencing_token != token) {
       return TokenCheck::stale;
     }
     drop_lease(it);
@@ -123,7 +141,9 @@ std::optional<TokenCheck> Core::renew_in_memory(const RecordId& id, std::uint64_
   auto it = leases_.find(id);
   if (it == leases_.end() || it->second.writing) return std::nullopt;
   Record& held = it->second.record;
-  if (now >= held.expires_at || held.fencing_token != token) return TokenCheck::stale;
+  if (now >= held.expires_at || it->second.completed || held.fencing_token != token) {
+    return TokenCheck::stale;
+  }
   held.lease_expires_at = now + lease;
   held.expires_at = std::max(held.expires_at, held.lease_expires_at);
   return TokenCheck::ok;
@@ -137,6 +157,12 @@ std::optional<Record> Core::leased(const RecordId& id, TimePoint now) {
 }
 
 void Core::resolve_leases(std::span<Op> ops, TimePoint now) {
+  // A completion is held only when nothing else in the batch is about its id: the others
+  // apply to the tables in order, and would not see a record that is not there.
+  std::unordered_map<RecordId, unsigned, DigestHash> ops_per_id;
+  if (ops.size() > 1) {
+    for (const Op& op : ops) ++ops_per_id[op_id(op)];
+  }
   std::lock_guard lock(leases_mutex_);
   for (Op& op : ops) {
     auto it = leases_.find(op_id(op));
@@ -151,14 +177,21 @@ void Core::resolve_leases(std::span<Op> ops, TimePoint now) {
           claim_held(held.record, held.completing || held.writing, claim->request, now, tokens_);
       claim->pending.settled = true;
     } else if (auto* complete = std::get_if<CompleteOp>(&op)) {
-      if (held.completing || held.record.fencing_token != complete->token) {
+      if (held.completing || held.completed || held.record.fencing_token != complete->token) {
         complete->pending.result = TokenCheck::stale;
         complete->pending.settled = true;
         continue;
       }
       held.completing = true;
       complete->leased = held.record;
+      complete->held = ops.size() == 1 || ops_per_id[complete->id] == 1;
     } else if (auto* erase = std::get_if<EraseOp>(&op)) {
+      if (held.completed) {
+        erase->held_index = expiry_key(held.record.expires_at, erase->id);
+        erase->lease_erased = true;
+        drop_lease(it);
+        continue;
+      }
       erase->lease_erased = !held.completing;
       if (!held.completing) {
         drop_lease(it);
@@ -186,7 +219,7 @@ void Core::resolve_leases(std::span<Op> ops, TimePoint now) {
     if (it == leases_.end()) continue;
     Lease& held = it->second;
     if (held.record.fencing_token != made.token || held.completing || held.writing ||
-        now >= held.record.expires_at) {
+        held.completed || now >= held.record.expires_at) {
       continue;
     }
     const bool completed_now = std::any_of(ops.begin(), ops.end(), [&](const Op& op) {
@@ -232,12 +265,41 @@ void Core::settle_leases(std::span<Op> ops, bool leases_written) {
     auto it = leases_.find(complete->id);
     if (it == leases_.end() || it->second.record.fencing_token != complete->token) continue;
     const bool written = complete->pending.result && complete->pending.result->has_value();
-    if (written) {
+    Lease& held = it->second;
+    if (!written) {
+      held.completing = false;
+    } else if (!complete->held) {
       drop_lease(it);
     } else {
-      it->second.completing = false;
+      held.record.state = RecordState::completed;
+      held.record.expires_at = complete->held_expires_at;
+      held.record.response = std::move(complete->response);
+      held.completing = false;
+      held.completed = true;
+      const std::size_t bytes = complete->id.size() + complete->held_encoded->size();
+      leases_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+      leases_bytes_.fetch_sub(held.bytes, std::memory_order_relaxed);
+      held.bytes = bytes;
+      held.encoded = std::move(complete->held_encoded);
+      completions_held_.fetch_add(1, std::memory_order_relaxed);
+      ++completed_since_fold_;
     }
   }
+}
+
+void Core::log_held_completion(CompleteOp& op, TimePoint now) {
+  Record completed = *op.leased;
+  completed.state = RecordState::completed;
+  completed.expires_at = now + op.ttl;
+  // Borrowed and given back, as apply() does: the op may be applied again.
+  completed.response = std::move(op.response);
+  op.held_encoded = std::make_shared<const std::string>(encode_record(completed));
+  op.response = std::move(*completed.response);
+  redo_batch_.put(RedoTable::records, id_bytes(op.id), *op.held_encoded);
+  redo_batch_.put(RedoTable::expiry, expiry_key(completed.expires_at, op.id), {});
+  op.held_expires_at = completed.expires_at;
+  op.pending.result = TokenCheck::ok;
+  op.pending.notify = true;
 }
 
 void Core::sweep_leases(TimePoint now) {

@@ -273,7 +273,9 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   const bool fresh = !has_data(dir);
   if (fresh && options.access != Access::create) fail(dir, "holds no idem data (no data.mdb)");
   if (options.access != Access::read_only) self->lock_writers(options.only_writer);
-  if (!fresh) recover_from_redo_log(dir, self->lock_fd_, exclusive);
+  if (!fresh) {
+    recover_from_redo_log(dir, self->lock_fd_, exclusive, options.access == Access::read_only);
+  }
 
   const unsigned base = MDB_NOTLS | MDB_NORDAHEAD;
   if (options.access == Access::read_only) {
@@ -308,9 +310,8 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   mdb_reader_check(self->env_, &dead);  // slots of killed processes would pin old pages
   self->dbis_ = open_layout(dir, self->env_, fresh);
   if (version < kFormatVersion) upgrade_format(dir, self->env_, self->dbis_);
-  // A redo log left by a power gateway that died in this boot: the page cache holds all
-  // it logged, so once data.mdb is flushed the log is no longer needed, and its
-  // checkpoint must not outlive the read transaction that protected it.
+  // A redo log still here holds no intact checkpoint (recovery retired every other one): a
+  // power store died while it created its log. data.mdb holds all it wrote once flushed.
   std::error_code exists_ec;
   const bool old_log = fs::exists(redo_dir(dir), exists_ec);
   if (fresh || old_log) {

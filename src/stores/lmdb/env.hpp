@@ -54,12 +54,14 @@ MDB_env* open_raw(const std::filesystem::path& dir, unsigned flags, std::size_t 
 Dbis open_layout(const std::filesystem::path& dir, MDB_env* env, bool create,
                  std::uint32_t* found_version = nullptr);
 
-/// Before LMDB opens `dir`: if its redo log holds a checkpoint made before the machine
-/// last started (a power cut or an OS crash since), puts data.mdb back to that
-/// checkpoint, replays the log onto it, flushes, and retires the log. Needs every other
-/// user of the directory gone: `lock_fd` (idem.lock, held shared unless `exclusive`) is
-/// taken exclusively meanwhile. Throws LmdbStoreError with one line.
-void recover_from_redo_log(const std::filesystem::path& dir, int lock_fd, bool exclusive);
+/// Before LMDB opens `dir`: if a redo log is left by a power store that is gone (a power
+/// cut, an OS crash, or a process that died), puts data.mdb back to its checkpoint,
+/// replays the log onto it, flushes, and retires the log. Needs every other user of the
+/// directory gone: `lock_fd` (idem.lock, held shared unless `exclusive`) is taken
+/// exclusively meanwhile. A reader (`reader`) of a directory whose power store still runs
+/// reads data.mdb as it is. Throws LmdbStoreError with one line.
+void recover_from_redo_log(const std::filesystem::path& dir, int lock_fd, bool exclusive,
+                           bool reader);
 
 /// How an Env is opened.
 enum class Access {

@@ -131,8 +131,8 @@ class LmdbStoreImpl final : public LmdbStore {
 
   void complete(const RecordId& id, std::uint64_t token, StoredResponse response, Duration ttl,
                 Callback<TokenCheck> done) override {
-    core_->submit(
-        lmdb::CompleteOp{id, token, std::move(response), ttl, {std::move(done)}, std::nullopt});
+    core_->submit(lmdb::CompleteOp{
+        id, token, std::move(response), ttl, {std::move(done)}, std::nullopt, false, {}, nullptr});
   }
 
   void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
@@ -167,7 +167,7 @@ class LmdbStoreImpl final : public LmdbStore {
   }
 
   void erase(const RecordId& id, Callback<bool> done) override {
-    core_->submit(lmdb::EraseOp{id, {std::move(done)}});
+    core_->submit(lmdb::EraseOp{id, {std::move(done)}, false, {}});
   }
 
   std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -37,6 +38,12 @@ struct CompleteOp {
   /// The in-flight record when its lease is held in memory (core_leases.cpp), marked as
   /// being completed: the completion writes it, whatever the tables hold for the id.
   std::optional<Record> leased;
+  /// Set with `leased` when no other operation of the batch is about the id: the
+  /// completion is logged but not written to the tables, and the completed record stays
+  /// held in memory until the next fold (core_folds.cpp).
+  bool held = false;
+  TimePoint held_expires_at{};                      ///< the completed record's, once logged
+  std::shared_ptr<const std::string> held_encoded;  ///< as logged, for the fold
 };
 struct ReleaseOp {
   RecordId id;
@@ -53,6 +60,9 @@ struct EraseOp {
   RecordId id;
   Pending<bool> pending;
   bool lease_erased = false;  ///< a live lease held in memory went with it
+  /// A completed record held in memory went with it: its expiry index key, so that the
+  /// log records the removal of what it recorded the completion of.
+  std::string held_index;
 };
 
 /// One queued write. Applying it never consumes its inputs, so a batch that failed as a

@@ -25,6 +25,15 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// A power store holds writer.lock exclusively while it runs (Env::lock_writers).
+bool power_store_running(const fs::path& dir) {
+  const int fd = ::open((dir / "writer.lock").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool running = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return running;
+}
+
 void restore_meta(const fs::path& dir, const RedoCheckpoint& c) {
   if (c.meta.size() != kMetaCopyBytes || lmdb_meta_txnid(c.meta) != c.txnid || c.txnid == 0 ||
       c.page_size < kMetaCopyBytes) {
@@ -104,18 +113,23 @@ void replay(const fs::path& dir, const RedoContents& log) {
 
 }  // namespace
 
-void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive) {
+void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive, bool reader) {
   std::optional<RedoContents> log = read_redo_log(dir);
   if (!log) return;
   const std::string boot = current_boot_id();
-  // The same boot: whatever wrote the log died alone, and the page cache kept every page
-  // it wrote. Opening for writing then flushes and retires the log (Env::open).
-  if (!boot.empty() && boot == log->checkpoint.boot_id) return;
+  const bool same_boot = !boot.empty() && boot == log->checkpoint.boot_id;
+  // The page cache kept every page a store of this boot wrote, but the completions it
+  // held in memory (core_folds.cpp) are only in the log. A store that still runs holds
+  // writer.lock: a reader then sees data.mdb as it is, without those.
+  if (same_boot && reader && power_store_running(dir)) return;
   if (!exclusive && ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    fail(dir,
-         "must be recovered from its redo log (the machine restarted since a gateway with "
-         "durability \"power\" wrote it), which needs every other user of the directory "
-         "stopped");
+    fail(dir, same_boot
+                  ? "must be recovered from its redo log (a gateway with durability \"power\" "
+                    "stopped without writing all of it to data.mdb), which needs every other "
+                    "user of the directory stopped"
+                  : "must be recovered from its redo log (the machine restarted since a "
+                    "gateway with durability \"power\" wrote it), which needs every other "
+                    "user of the directory stopped");
   }
   restore_meta(dir, log->checkpoint);
   replay(dir, *log);

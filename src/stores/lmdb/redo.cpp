@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -17,6 +18,9 @@ namespace {
 
 // A generation this large is folded into data.mdb at once, not at the next interval.
 constexpr std::uint64_t kGenerationBytesLimit = std::uint64_t{64} << 20;
+// So many completed records held in memory are folded into data.mdb at once
+// (core_folds.cpp), not at the next interval.
+constexpr std::size_t kHeldCompletionsLimit = 65536;
 // A failed checkpoint can leave the next one due at once (the pages copied since the older,
 // still pinned one go on counting), but a disk that keeps failing is not asked again more
 // often than this.
@@ -55,6 +59,7 @@ void Core::log_commit(std::uint64_t txnid) {
   if (unlogged_.empty() || unlogged_.back().first != generation_) {
     unlogged_.emplace_back(generation_, std::string());
   }
+  ++frames_queued_;
   std::string& out = unlogged_.back().second;
   const std::size_t before = out.size();
   redo_batch_.frame(generation_, txnid, out);
@@ -133,7 +138,7 @@ void Core::maybe_checkpoint() {
     job_last_page_ = 0;
   }
   if (failed && now < retry_at_) return;
-  if (generation_bytes_ == 0 && !failed) {
+  if (generation_bytes_ == 0 && !failed && !room_wanted_) {
     next_checkpoint_ = now + interval(options_);  // nothing logged since the last one
     return;
   }
@@ -149,7 +154,19 @@ void Core::maybe_checkpoint() {
   const std::size_t limit =
       std::min(pinned_last_page_ + std::min(map_pages_ / 8, records_room / 2), map_pages_ * 7 / 8);
   const bool pages_due = info.me_last_pgno > limit;
-  if (now < next_checkpoint_ && generation_bytes_ < kGenerationBytesLimit && !pages_due) return;
+  const bool folds_due = completed_since_fold_ >= kHeldCompletionsLimit;
+  if (now < next_checkpoint_ && generation_bytes_ < kGenerationBytesLimit && !pages_due &&
+      !folds_due && !room_wanted_) {
+    return;
+  }
+  room_wanted_ = false;
+  // The checkpoint's commit must hold every completion logged before it (core_folds.cpp),
+  // or the log must have them again after it.
+  const int folded = fold_completions();
+  if (folded != 0 && folded != MDB_MAP_FULL) {
+    next_checkpoint_ = now + kRetryAfterFailure;
+    return;
+  }
   auto job = take_checkpoint();
   next_checkpoint_ = now + interval(options_);
   if (!job) return;
@@ -160,11 +177,18 @@ void Core::maybe_checkpoint() {
     generation_bytes_ = 0;
   }
   job->first.generation = generation_;
+  if (folded != 0) relog_held(job->first.txnid + 1);
+  std::uint64_t frames = 0;
+  {
+    std::lock_guard lock(sync_mutex_);
+    frames = frames_queued_;
+  }
   job_last_page_ = info.me_last_pgno;
   checkpoint_busy_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(checkpoint_mutex_);
     checkpoint_job_ = std::move(job);
+    checkpoint_log_needed_ = frames;
   }
   checkpoint_wake_.notify_one();
 }
@@ -191,6 +215,13 @@ int Core::flush_in_steps() {
   return sync();
 }
 
+int Core::wait_for_log(std::uint64_t frames) {
+  std::unique_lock lock(sync_mutex_);
+  const bool written = log_written_.wait_for(lock, std::chrono::seconds(10),
+                                             [&] { return frames_written_ >= frames; });
+  return written ? 0 : EIO;
+}
+
 void Core::run_checkpointer() {
   std::unique_lock lock(checkpoint_mutex_);
   for (;;) {
@@ -198,10 +229,12 @@ void Core::run_checkpointer() {
     if (!checkpoint_job_) break;
     auto [checkpoint, pin] = std::move(*checkpoint_job_);
     checkpoint_job_.reset();
+    const std::uint64_t frames = checkpoint_log_needed_;
     lock.unlock();
     // The checkpoint's pages on the disk first, then the record that points at them.
     int error = injected_checkpoint_failure();
     if (error == 0) error = flush_in_steps();
+    if (error == 0) error = wait_for_log(frames);
     if (error == 0) error = redo_->write_checkpoint(checkpoint);
     if (error == 0) {
       // The checkpoint before it is no longer what a recovery starts from.
@@ -219,8 +252,9 @@ void Core::run_checkpointer() {
   lock.unlock();
   if (!redo_) return;
   // A clean stop: everything the log holds is in data.mdb once it is flushed, and a
-  // start after the machine restarts then has nothing to replay.
-  if (sync() == 0) {
+  // start after the machine restarts then has nothing to replay. Unless the writer's last
+  // fold failed: then only the log holds those completions, and the next start replays it.
+  if (!fold_failed_.load(std::memory_order_relaxed) && sync() == 0) {
     try {
       retire_redo_log(env_->dir());
     } catch (const LmdbStoreError&) {

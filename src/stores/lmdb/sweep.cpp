@@ -61,6 +61,7 @@ bool Core::sweep(TimePoint now) {
     rc = tables.remove_index_entry(key);
   }
   if (rc == 0) rc = tables.save_counters();
+  if (rc == MDB_MAP_FULL) room_wanted_ = true;
   if (rc != 0 || due.empty()) {
     mdb_txn_abort(txn);
     return false;  // on failure (a full map) the next interval tries again

@@ -114,10 +114,14 @@ int Tables::find(const RecordId& id, Found& out) {
 }
 
 int Tables::put(const RecordId& id, const Record& record, const Found& old) {
-  const std::string bytes = encode_record(record);
+  return put_encoded(id, encode_record(record), record.expires_at, old);
+}
+
+int Tables::put_encoded(const RecordId& id, std::string_view bytes, TimePoint expires_at,
+                        const Found& old) {
   const std::string_view key = id_bytes(id);
   if (int rc = put_value(RedoTable::records, key, bytes)) return rc;
-  const std::string new_index = expiry_key(record.expires_at, id);
+  const std::string new_index = expiry_key(expires_at, id);
   if (old.record && old.record->has_value()) {
     const std::string old_index = expiry_key((*old.record)->expires_at, id);
     if (old_index == new_index) {
@@ -128,6 +132,20 @@ int Tables::put(const RecordId& id, const Record& record, const Found& old) {
   }
   if (int rc = put_value(RedoTable::expiry, new_index, {})) return rc;
   add_bytes(key.size() + bytes.size(), old.size);
+  return 0;
+}
+
+int Tables::put_new(const RecordId& id, std::string_view bytes, TimePoint expires_at, bool& taken) {
+  const std::string_view key = id_bytes(id);
+  MDB_val k = as_val(key);
+  MDB_val v = as_val(bytes);
+  const int rc = mdb_put(txn_, dbis_.records, &k, &v, MDB_NOOVERWRITE);
+  taken = rc == MDB_KEYEXIST;
+  if (taken) return 0;
+  if (rc != 0) return rc;
+  if (redo_) redo_->put(RedoTable::records, key, bytes);
+  if (int e = put_value(RedoTable::expiry, expiry_key(expires_at, id), {})) return e;
+  add_bytes(key.size() + bytes.size(), 0);
   return 0;
 }
 

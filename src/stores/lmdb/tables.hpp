@@ -64,6 +64,12 @@ class Tables {
   int find(const RecordId& id, Found& out);
   /// Writes `record`, replacing what `old` found (its expiry index entry too).
   int put(const RecordId& id, const Record& record, const Found& old);
+  /// put() of a record already encoded (encode_record) that expires at `expires_at`.
+  int put_encoded(const RecordId& id, std::string_view bytes, TimePoint expires_at,
+                  const Found& old);
+  /// put_encoded() when the tables hold nothing for `id`; sets `taken` and writes nothing
+  /// otherwise. One B-tree search where find() and put() take two.
+  int put_new(const RecordId& id, std::string_view bytes, TimePoint expires_at, bool& taken);
   /// Removes what `old` found.
   int remove(const RecordId& id, const Found& old);
   /// Removes one expiry index entry; absent is not an error.

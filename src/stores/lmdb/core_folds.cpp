@@ -1,0 +1,114 @@
+// Durability "power": folds. A completion of a lease held in memory is logged but not
+// written to the tables (core_leases.cpp); the completed record stays held until a fold
+// writes all such records to the tables in one transaction. The writer folds just before
+// it takes a checkpoint, so that the checkpoint's commit holds every completion logged
+// before it: a recovery skips the log's records up to that commit (recovery.cpp) and
+// replays the ones after it, held completions included.
+//
+// A fold is not logged: the log holds each of its records already, in order with whatever
+// came after them.
+
+#include <algorithm>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "stores/lmdb/core.hpp"
+
+namespace idem::lmdb {
+namespace {
+
+// LMDB refuses a transaction that dirties more than about 128k pages (MDB_TXN_FULL); a
+// record can dirty a leaf and two branches of its own.
+constexpr std::size_t kFoldChunk = 32768;
+
+}  // namespace
+
+int Core::fold_completions() {
+  // Copied out: claims go on reading and adding leases meanwhile. Only this thread
+  // changes or drops a completed lease (sweep_leases, resolve_leases), except a claim
+  // that finds one expired, which the fold then writes as the expired record it is.
+  std::vector<Folded> held;
+  {
+    std::lock_guard lock(leases_mutex_);
+    held.reserve(completed_since_fold_);
+    for (const auto& [id, lease] : leases_) {
+      if (lease.completed) {
+        held.push_back({id, lease.encoded, lease.record.expires_at, lease.record.fencing_token});
+      }
+    }
+  }
+  // In key order, each B-tree page is copied and searched once, while it is in the cache.
+  std::sort(held.begin(), held.end(),
+            [](const Folded& a, const Folded& b) { return id_bytes(a.id) < id_bytes(b.id); });
+  for (std::size_t at = 0; at < held.size(); at += kFoldChunk) {
+    const std::span<const Folded> chunk(held.data() + at, std::min(kFoldChunk, held.size() - at));
+    if (int rc = fold_chunk(chunk)) {
+      fold_failed_.store(true, std::memory_order_relaxed);
+      return rc;
+    }
+  }
+  fold_failed_.store(false, std::memory_order_relaxed);
+  completed_since_fold_ = 0;
+  return 0;
+}
+
+int Core::fold_chunk(std::span<const Folded> chunk) {
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
+  const std::uint64_t txnid = mdb_txn_id(txn);
+  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
+  Tables tables(txn, env_->dbis());
+  int rc = tables.load_counters();
+  note_room(context(txn, options_.clock->now()));
+  for (const Folded& f : chunk) {
+    if (rc != 0) break;
+    bool taken = false;
+    if ((rc = tables.put_new(f.id, *f.encoded, f.expires_at, taken)) != 0 || !taken) continue;
+    Found found;  // an expired record, which put_encoded() replaces
+    if ((rc = tables.find(f.id, found)) == 0) {
+      rc = tables.put_encoded(f.id, *f.encoded, f.expires_at, found);
+    }
+  }
+  if (rc == 0) rc = tables.save_counters();
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  const std::uint64_t records = tables.record_count();
+  if ((rc = mdb_txn_commit(txn))) return rc;
+  std::vector<RecordId> ids;
+  ids.reserve(chunk.size());
+  for (const Folded& f : chunk) ids.push_back(f.id);
+  commit_to_cache(ids, txnid);
+  records_.store(records, std::memory_order_relaxed);
+  bytes_.store(tables.bytes(), std::memory_order_relaxed);
+  transactions_.fetch_add(1, std::memory_order_relaxed);
+  folds_.fetch_add(1, std::memory_order_relaxed);
+  // Dropped only now: until the commit, a claim finds the record here.
+  std::lock_guard lock(leases_mutex_);
+  for (const Folded& f : chunk) {
+    auto it = leases_.find(f.id);
+    if (it != leases_.end() && it->second.completed && it->second.record.fencing_token == f.token) {
+      drop_lease(it);
+    }
+  }
+  return 0;
+}
+
+void Core::relog_held(std::uint64_t txnid) {
+  redo_batch_.clear();
+  {
+    std::lock_guard lock(leases_mutex_);
+    for (const auto& [id, lease] : leases_) {
+      if (!lease.completed) continue;
+      redo_batch_.put(RedoTable::records, id_bytes(id), *lease.encoded);
+      redo_batch_.put(RedoTable::expiry, expiry_key(lease.record.expires_at, id), {});
+    }
+  }
+  log_commit(txnid);
+  sync_wake_.notify_one();
+}
+
+}  // namespace idem::lmdb
