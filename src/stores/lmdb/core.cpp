@@ -397,6 +397,7 @@ void Core::run() {
     auto wake_at = next_sweep;
     if (holds_leases()) {
       if (auto lease_due = next_lease_write()) wake_at = std::min(wake_at, *lease_due);
+      if (!folding_.empty()) wake_at = SteadyClock::now();  // the next chunk of a fold
     }
     {
       std::unique_lock lock(mutex_);

@@ -123,6 +123,10 @@ class Core {
   /// Power, on the writer: writes the completed records held in memory to the tables in
   /// one transaction, which the log has already (core_folds.cpp). 0 or an LMDB error.
   int fold_completions();
+  /// Power: a fold in steps, between batches: start_fold() copies the completed records
+  /// held, fold_next() writes the next chunk of them (folding_ is empty once all are).
+  void start_fold();
+  int fold_next();
   struct Folded {
     RecordId id;
     std::shared_ptr<const std::string> encoded;
@@ -130,6 +134,8 @@ class Core {
     std::uint64_t token = 0;
   };
   int fold_chunk(std::span<const Folded> chunk);
+  std::vector<Folded> folding_;  ///< the writer's: the fold under way, if any
+  std::size_t folded_ = 0;       ///< how far into folding_ it has got
   /// `with_leases`: the transaction also writes leases_to_write_.
   int commit(std::span<Op> ops, TimePoint now, bool with_leases = false);
   /// Power: commit() of a batch that leaves the tables alone (held completions, and ops

@@ -19,38 +19,67 @@
 namespace idem::lmdb {
 namespace {
 
-// LMDB refuses a transaction that dirties more than about 128k pages (MDB_TXN_FULL); a
-// record can dirty a leaf and two branches of its own.
-constexpr std::size_t kFoldChunk = 32768;
+// Records a fold transaction writes. In record-id order, consecutive chunks touch mostly
+// different leaves, so a fold in chunks copies about the pages of one in a single
+// transaction, and the writer answers the batches queued meanwhile between chunks (one
+// transaction of a second's completions held them up about 100 ms: p99 83 ms). Also well
+// below what LMDB allows one transaction to dirty (MDB_TXN_FULL).
+constexpr std::size_t kFoldChunk = 4096;
 
 }  // namespace
 
-int Core::fold_completions() {
+void Core::start_fold() {
   // Copied out: claims go on reading and adding leases meanwhile. Only this thread
   // changes or drops a completed lease (sweep_leases, resolve_leases), except a claim
   // that finds one expired, which the fold then writes as the expired record it is.
-  std::vector<Folded> held;
+  folding_.clear();
+  folded_ = 0;
   {
     std::lock_guard lock(leases_mutex_);
-    held.reserve(completed_since_fold_);
+    folding_.reserve(completed_since_fold_);
     for (const auto& [id, lease] : leases_) {
       if (lease.completed) {
-        held.push_back({id, lease.encoded, lease.record.expires_at, lease.record.fencing_token});
+        folding_.push_back(
+            {id, lease.encoded, lease.record.expires_at, lease.record.fencing_token});
       }
     }
   }
+  completed_since_fold_ = 0;
   // In key order, each B-tree page is copied and searched once, while it is in the cache.
-  std::sort(held.begin(), held.end(),
+  std::sort(folding_.begin(), folding_.end(),
             [](const Folded& a, const Folded& b) { return id_bytes(a.id) < id_bytes(b.id); });
-  for (std::size_t at = 0; at < held.size(); at += kFoldChunk) {
-    const std::span<const Folded> chunk(held.data() + at, std::min(kFoldChunk, held.size() - at));
-    if (int rc = fold_chunk(chunk)) {
-      fold_failed_.store(true, std::memory_order_relaxed);
-      return rc;
+}
+
+int Core::fold_next() {
+  std::vector<Folded> chunk;
+  {
+    // Only what is still held as it was copied: a record erased since must not come back.
+    std::lock_guard lock(leases_mutex_);
+    for (; folded_ < folding_.size() && chunk.size() < kFoldChunk; ++folded_) {
+      Folded& f = folding_[folded_];
+      auto it = leases_.find(f.id);
+      if (it != leases_.end() && it->second.completed &&
+          it->second.record.fencing_token == f.token) {
+        chunk.push_back(std::move(f));
+      }
     }
   }
-  fold_failed_.store(false, std::memory_order_relaxed);
-  completed_since_fold_ = 0;
+  const int rc = chunk.empty() ? 0 : fold_chunk(chunk);
+  if (rc != 0) {
+    folding_.clear();
+    fold_failed_.store(true, std::memory_order_relaxed);
+  } else if (folded_ == folding_.size()) {
+    folding_.clear();
+    fold_failed_.store(false, std::memory_order_relaxed);
+  }
+  return rc;
+}
+
+int Core::fold_completions() {
+  start_fold();
+  while (!folding_.empty()) {
+    if (int rc = fold_next()) return rc;
+  }
   return 0;
 }
 

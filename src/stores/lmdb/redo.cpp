@@ -155,18 +155,24 @@ void Core::maybe_checkpoint() {
       std::min(pinned_last_page_ + std::min(map_pages_ / 8, records_room / 2), map_pages_ * 7 / 8);
   const bool pages_due = info.me_last_pgno > limit;
   const bool folds_due = completed_since_fold_ >= kHeldCompletionsLimit;
-  if (now < next_checkpoint_ && generation_bytes_ < kGenerationBytesLimit && !pages_due &&
-      !folds_due && !room_wanted_) {
-    return;
+  if (folding_.empty()) {
+    if (now < next_checkpoint_ && generation_bytes_ < kGenerationBytesLimit && !pages_due &&
+        !folds_due && !room_wanted_) {
+      return;
+    }
+    room_wanted_ = false;
+    start_fold();
   }
-  room_wanted_ = false;
-  // The checkpoint's commit must hold every completion logged before it (core_folds.cpp),
-  // or the log must have them again after it.
-  const int folded = fold_completions();
+  // The checkpoint's commit must hold every completion logged before it, or the log must
+  // have them again after it: the writer folds what was held when the checkpoint came due
+  // a chunk at a time, between batches, and then logs again what completed meanwhile
+  // (core_folds.cpp). A fold that does not fit is logged again whole.
+  const int folded = folding_.empty() ? 0 : fold_next();
   if (folded != 0 && folded != MDB_MAP_FULL) {
     next_checkpoint_ = now + kRetryAfterFailure;
     return;
   }
+  if (!folding_.empty()) return;  // more chunks to go
   auto job = take_checkpoint();
   next_checkpoint_ = now + interval(options_);
   if (!job) return;
@@ -177,7 +183,7 @@ void Core::maybe_checkpoint() {
     generation_bytes_ = 0;
   }
   job->first.generation = generation_;
-  if (folded != 0) relog_held(job->first.txnid + 1);
+  relog_held(job->first.txnid + 1);
   std::uint64_t frames = 0;
   {
     std::lock_guard lock(sync_mutex_);
