@@ -43,7 +43,9 @@ namespace idem::lmdb {
 ///
 /// Under Durability::power, the in-flight records of claims that may be taken over are
 /// held in memory and answered on the caller's thread; a request that completes within
-/// lease_write_delay is written once, by its completion (core_leases.cpp).
+/// lease_write_delay is logged once, by its completion, and its completed record stays
+/// in memory until the fold before the next checkpoint writes it (core_leases.cpp,
+/// core_folds.cpp).
 ///
 /// Reads: a completed record found by a read is kept decoded in a RecordCache, trusted
 /// only while `known_txnid_` (the newest commit whose changes this process has applied to

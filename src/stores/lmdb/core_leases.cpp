@@ -13,11 +13,11 @@
 // that must be refused with outcome-unknown.
 //
 // The completion of such a lease is logged (the redo log makes it durable) but not written
-// to the tables: the completed record stays held here, answering retries, until the next
-// fold writes every held record in one transaction, just before a checkpoint
-// (core_folds.cpp). Random record ids put each completion on a B-tree page of its own, so
-// a transaction of a few completions copies two pages for each; a fold of a second's
-// completions copies each leaf once for all the records it gets.
+// to the tables: the completed record stays held here, answering retries, until the fold
+// before the next checkpoint writes it (core_folds.cpp). Random record ids put each
+// completion on a B-tree page of its own, so a transaction of a few completions copies two
+// pages for each; a fold of a second's completions copies each leaf once for all the
+// records it gets.
 //
 // The writer is the directory's only writer under power (env.hpp), so memory and the
 // tables cannot disagree: a lease is made only when the tables hold no live record for
