@@ -214,7 +214,6 @@ int Core::log_only(std::span<Op> ops, TimePoint now) {
   // Numbered as the next commit will be: a checkpoint of that commit or a later one comes
   // after a fold, which writes these records (core_folds.cpp); an earlier one replays them.
   log_commit(latest_txnid() + 1);
-  operations_.fetch_add(ops.size(), std::memory_order_relaxed);
   return 0;
 }
 

@@ -45,6 +45,8 @@ void Core::start_fold() {
     }
   }
   completed_since_fold_ = 0;
+  // Nothing held (what a failed fold left has expired or gone): nothing keeps claims out.
+  if (folding_.empty()) fold_failed_.store(false, std::memory_order_relaxed);
   // In key order, each B-tree page is copied and searched once, while it is in the cache.
   std::sort(folding_.begin(), folding_.end(),
             [](const Folded& a, const Folded& b) { return id_bytes(a.id) < id_bytes(b.id); });

@@ -166,7 +166,7 @@ void Core::maybe_checkpoint() {
   // The checkpoint's commit must hold every completion logged before it, or the log must
   // have them again after it: the writer folds what was held when the checkpoint came due
   // a chunk at a time, between batches, and then logs again what completed meanwhile
-  // (core_folds.cpp). A fold that does not fit is logged again whole.
+  // (core_folds.cpp). What a fold could not write for want of room is logged again too.
   const int folded = folding_.empty() ? 0 : fold_next();
   if (folded != 0 && folded != MDB_MAP_FULL) {
     next_checkpoint_ = now + kRetryAfterFailure;
