@@ -142,10 +142,8 @@ int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
     return log_only(ops, now);
   }
   MDB_txn* txn = nullptr;
-  if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
+  if (int rc = begin_write(&txn)) return rc;
   const std::uint64_t txnid = mdb_txn_id(txn);
-  // Another process committed since our last commit: what the cache holds may be gone.
-  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   if (redo_) redo_batch_.clear();
   Tables tables(txn, env_->dbis(), redo_ ? &redo_batch_ : nullptr);
   int rc = tables.load_counters();
@@ -189,6 +187,13 @@ int Core::commit(std::span<Op> ops, TimePoint now, bool with_leases) {
   bytes_.store(tables.bytes(), std::memory_order_relaxed);
   transactions_.fetch_add(1, std::memory_order_relaxed);
   operations_.fetch_add(ops.size(), std::memory_order_relaxed);
+  return 0;
+}
+
+int Core::begin_write(MDB_txn** txn) {
+  if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, txn)) return rc;
+  // Another process committed since our last commit: what the cache holds may be gone.
+  if (mdb_txn_id(*txn) != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   return 0;
 }
 

@@ -122,9 +122,12 @@ class Core {
   /// Power, inside the transaction: logs a held completion (CompleteOp::held) without
   /// writing it to the tables.
   void log_held_completion(CompleteOp& op, TimePoint now);
-  /// Power, on the writer: writes the completed records held in memory to the tables in
-  /// one transaction, which the log has already (core_folds.cpp). 0 or an LMDB error.
+  /// Power, on the writer: writes every completed record held in memory to the tables
+  /// (which the log has already, core_folds.cpp), all at once: at a stop. 0 or an LMDB
+  /// error.
   int fold_completions();
+  /// A write transaction; empties the cache if another process committed since ours.
+  int begin_write(MDB_txn** txn);
   /// Power: a fold in steps, between batches: start_fold() copies the completed records
   /// held, fold_next() writes the next chunk of them (folding_ is empty once all are).
   void start_fold();

@@ -1,9 +1,10 @@
 // Durability "power": folds. A completion of a lease held in memory is logged but not
 // written to the tables (core_leases.cpp); the completed record stays held until a fold
-// writes all such records to the tables in one transaction. The writer folds just before
-// it takes a checkpoint, so that the checkpoint's commit holds every completion logged
-// before it: a recovery skips the log's records up to that commit (recovery.cpp) and
-// replays the ones after it, held completions included.
+// writes it. When a checkpoint comes due the writer folds what is held, a chunk at a time
+// between batches, then takes the checkpoint and logs again what completed meanwhile, so
+// that every completion logged before the checkpoint is in its commit or in the log after
+// it: a recovery skips the log's records up to that commit (recovery.cpp) and replays the
+// ones after it, held completions included.
 //
 // A fold is not logged: the log holds each of its records already, in order with whatever
 // came after them.
@@ -87,9 +88,8 @@ int Core::fold_completions() {
 
 int Core::fold_chunk(std::span<const Folded> chunk) {
   MDB_txn* txn = nullptr;
-  if (int rc = mdb_txn_begin(env_->get(), nullptr, 0, &txn)) return rc;
+  if (int rc = begin_write(&txn)) return rc;
   const std::uint64_t txnid = mdb_txn_id(txn);
-  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   Tables tables(txn, env_->dbis());
   int rc = tables.load_counters();
   note_room(context(txn, options_.clock->now()));

@@ -12,7 +12,7 @@ namespace idem::lmdb {
 
 bool Core::sweep(TimePoint now) {
   MDB_txn* txn = nullptr;
-  if (mdb_txn_begin(env_->get(), nullptr, 0, &txn) != 0) return false;
+  if (begin_write(&txn) != 0) return false;
   const std::int64_t now_ms = to_ms(now);
   const std::size_t batch = std::max<std::size_t>(options_.sweep_batch, 1);
   // The due index keys first, then the removals: deleting under an open cursor would
@@ -36,7 +36,6 @@ bool Core::sweep(TimePoint now) {
   const bool more = due.size() > batch;
   if (more) due.pop_back();
   const std::uint64_t txnid = mdb_txn_id(txn);
-  if (txnid != known_txnid_.load(std::memory_order_relaxed) + 1) cache_.clear();
   std::vector<RecordId> changed;
 
   if (redo_) redo_batch_.clear();
