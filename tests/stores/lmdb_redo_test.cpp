@@ -362,6 +362,49 @@ TEST_F(LmdbPowerCutTest, AKillNineLosesNoCompletionHeldInMemory) {
   expect_every_write();
 }
 
+TEST_F(LmdbPowerCutTest, ALogThatOutgrowsTheMapUnderTheCheckpointsPinIsStillReplayed) {
+  // The running store makes room by moving its pin: a checkpoint lets it reuse the pages
+  // of records removed since the last one. Recovery cannot: it keeps the checkpoint's
+  // pages until the whole log is in, so it needs the removed records' pages and their
+  // successors' at once, here more than the map's 256 pages.
+  constexpr std::size_t kMap = std::size_t{1} << 20;
+  const std::string body(2000, 'x');  // a page of its own (LMDB's overflow page) each
+  LmdbStoreOptions first = options();
+  first.map_size = kMap;
+  open(first);
+  for (int i = 0; i < 140; ++i) {
+    const std::string key = "old" + std::to_string(i);
+    ASSERT_EQ(*complete(key, acquire(request(key)), response(201, body), 1h), TokenCheck::ok);
+  }
+  close();
+
+  LmdbStoreOptions second = power(1h, kMap);
+  second.lease_write_delay = 1h;  // every lease stays in memory: no transaction but sweeps
+  LmdbStore& store = open(second);
+  const std::uint64_t checkpoints = store.counters().checkpoints;
+  clock_->advance(2h);  // the sweeper removes every old record, in the log
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store.counters().swept < 140 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(store.counters().swept, 140u);
+  for (int i = 0; i < 120; ++i) {
+    const std::string key = "new" + std::to_string(i);
+    auto done = complete(key, acquire(request(key)), response(201, body + key));
+    ASSERT_TRUE(done.has_value()) << key << ": " << done.error().message;
+    bodies_[key] = body + key;
+  }
+  // Nothing moved the pin: the log holds the sweeps and every new completion.
+  ASSERT_EQ(store.counters().checkpoints, checkpoints);
+  const Disk at_kill = cut();
+  close();
+  put_back(at_kill);
+
+  open(power(1h, kMap));
+  expect_every_write();
+  for (int i = 0; i < 140; ++i) EXPECT_FALSE(get("old" + std::to_string(i))->has_value());
+}
+
 TEST_F(LmdbPowerCutTest, AReaderWhileThePowerStoreRunsReadsDataMdbAsItIs) {
   // idemctl store list beside a running power gateway: no recovery (the log is the
   // running store's), and none of what only its memory and log hold yet.

@@ -54,7 +54,9 @@ std::string mdb_error(int rc) {
       break;
   }
   std::string text = mdb_strerror(rc);
-  return name ? std::string(name) + ": " + text : text;
+  // LMDB's own messages already start with their code's name.
+  if (name == nullptr || text.starts_with(name)) return text;
+  return std::string(name) + ": " + text;
 }
 
 bool fsync_path(const fs::path& path) noexcept {
@@ -274,7 +276,8 @@ std::unique_ptr<Env> Env::open(const fs::path& dir, const Options& options) {
   if (fresh && options.access != Access::create) fail(dir, "holds no idem data (no data.mdb)");
   if (options.access != Access::read_only) self->lock_writers(options.only_writer);
   if (!fresh) {
-    recover_from_redo_log(dir, self->lock_fd_, exclusive, options.access == Access::read_only);
+    recover_from_redo_log(dir, self->lock_fd_, exclusive, options.access == Access::read_only,
+                          options.map_size);
   }
 
   const unsigned base = MDB_NOTLS | MDB_NORDAHEAD;

@@ -59,9 +59,10 @@ Dbis open_layout(const std::filesystem::path& dir, MDB_env* env, bool create,
 /// replays the log onto it, flushes, and retires the log. Needs every other user of the
 /// directory gone: `lock_fd` (idem.lock, held shared unless `exclusive`) is taken
 /// exclusively meanwhile. A reader (`reader`) of a directory whose power store still runs
-/// reads data.mdb as it is. Throws LmdbStoreError with one line.
+/// reads data.mdb as it is. The replay maps at least `map_size` bytes (0: what data.mdb
+/// records), and more if the log needs it. Throws LmdbStoreError with one line.
 void recover_from_redo_log(const std::filesystem::path& dir, int lock_fd, bool exclusive,
-                           bool reader);
+                           bool reader, std::size_t map_size);
 
 /// How an Env is opened.
 enum class Access {

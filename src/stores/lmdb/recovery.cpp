@@ -91,29 +91,48 @@ int replay_records(MDB_env* env, const Dbis& dbis, const RedoContents& log) {
   return mdb_env_sync(env, 1);
 }
 
-void replay(const fs::path& dir, const RedoContents& log) {
-  MDB_env* env = open_raw(dir, MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC | MDB_WRITEMAP, 0);
-  MDB_txn* pin = nullptr;
-  auto close = [&] {
+// How many times a replay that does not fit starts again in a map twice as large.
+constexpr int kMapGrowths = 10;
+
+// The checkpoint's pin keeps every page of the checkpoint until the whole log is in, so a
+// replay may need more room than the map the store ran with: that store reused the pages
+// of records removed since, once a later checkpoint moved its pin. A replay that does not
+// fit starts again from the checkpoint in a map twice as large. The file grows only as far
+// as pages are written, and LMDB keeps the map the store opens next at least as large as
+// the data.
+void replay(const fs::path& dir, const RedoContents& log, std::size_t map_size) {
+  for (int growths = 0;; ++growths) {
+    MDB_env* env = open_raw(dir, MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC | MDB_WRITEMAP, map_size);
+    MDB_txn* pin = nullptr;
+    int rc = 0;
+    try {
+      const Dbis dbis = open_layout(dir, env, false);
+      rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &pin);
+      if (rc == 0 && mdb_txn_id(pin) != log.checkpoint.txnid) rc = MDB_CORRUPTED;
+      if (rc == 0) rc = replay_records(env, dbis, log);
+    } catch (...) {
+      if (pin) mdb_txn_abort(pin);
+      mdb_env_close(env);
+      throw;
+    }
+    MDB_envinfo info;
+    mdb_env_info(env, &info);
     if (pin) mdb_txn_abort(pin);
     mdb_env_close(env);
-  };
-  try {
-    const Dbis dbis = open_layout(dir, env, false);
-    int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &pin);
-    if (rc == 0 && mdb_txn_id(pin) != log.checkpoint.txnid) rc = MDB_CORRUPTED;
-    if (rc == 0) rc = replay_records(env, dbis, log);
-    if (rc != 0) fail(dir, "cannot replay the redo log: " + mdb_error(rc));
-  } catch (...) {
-    close();
-    throw;
+    if (rc == 0) return;
+    if (rc != MDB_MAP_FULL || growths == kMapGrowths) {
+      fail(dir, "cannot replay the redo log: " + mdb_error(rc) + " (map of " +
+                    std::to_string(info.me_mapsize) + " bytes); nothing was lost, the log stays");
+    }
+    map_size = info.me_mapsize * 2;
+    restore_meta(dir, log.checkpoint);  // what the failed replay committed goes
   }
-  close();
 }
 
 }  // namespace
 
-void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive, bool reader) {
+void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive, bool reader,
+                           std::size_t map_size) {
   std::optional<RedoContents> log = read_redo_log(dir);
   if (!log) return;
   const std::string boot = current_boot_id();
@@ -132,7 +151,7 @@ void recover_from_redo_log(const fs::path& dir, int lock_fd, bool exclusive, boo
                     "user of the directory stopped");
   }
   restore_meta(dir, log->checkpoint);
-  replay(dir, *log);
+  replay(dir, *log, map_size);
   retire_redo_log(dir);
   if (!exclusive) ::flock(lock_fd, LOCK_SH);
 }
