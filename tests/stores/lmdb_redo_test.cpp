@@ -166,10 +166,22 @@ class LmdbPowerCutTest : public LmdbStoreTest {
     std::string log1;
   };
   /// The directory as it is now: taken while the store runs and nothing is in flight,
-  /// it is a disk that a power cut or a kill -9 could leave.
+  /// it is a disk that a power cut or a kill -9 could leave. The files are read one after
+  /// the other, and a checkpoint recorded in between would pair a log that names it with
+  /// a data.mdb read before its pages were written, which no cut can leave (a checkpoint
+  /// is recorded once data.mdb is on the disk): the copy is made again until no
+  /// checkpoint was recorded while it was made.
   Disk cut() const {
-    return {file_bytes(data()), file_bytes(dir_.path() / "redo" / "0"),
-            file_bytes(dir_.path() / "redo" / "1")};
+    const fs::path log0 = dir_.path() / "redo" / "0";
+    const fs::path log1 = dir_.path() / "redo" / "1";
+    auto headers = [](const std::string& a, const std::string& b) {
+      return a.substr(0, lmdb::kRedoHeaderBytes) + b.substr(0, lmdb::kRedoHeaderBytes);
+    };
+    for (;;) {
+      const std::string before = headers(file_bytes(log0), file_bytes(log1));
+      Disk disk{file_bytes(data()), file_bytes(log0), file_bytes(log1)};
+      if (headers(disk.log0, disk.log1) == before) return disk;
+    }
   }
   /// Puts `disk` back once the store is closed (a clean stop retires the log).
   void put_back(const Disk& disk) const {
