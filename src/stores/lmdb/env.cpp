@@ -86,21 +86,6 @@ OpenRegistry& registry() {
   return *instance;
 }
 
-struct EnvCloser {
-  MDB_env* env = nullptr;
-  ~EnvCloser() {
-    if (env) mdb_env_close(env);
-  }
-  MDB_env* release() noexcept { return std::exchange(env, nullptr); }
-};
-
-struct TxnAborter {
-  MDB_txn* txn = nullptr;
-  ~TxnAborter() {
-    if (txn) mdb_txn_abort(txn);
-  }
-};
-
 // Marks the directory as written by this build's format (see kFormatVersion).
 void write_format_version(const fs::path& dir, MDB_txn* txn, MDB_dbi meta) {
   std::uint32_t version = kFormatVersion;

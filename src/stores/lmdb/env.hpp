@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace idem::lmdb {
 
@@ -44,6 +45,23 @@ struct Dbis {
   MDB_dbi records = 0;
   MDB_dbi expiry = 0;
   MDB_dbi meta = 0;
+};
+
+/// Closes an environment opened by hand (open_raw) unless released.
+struct EnvCloser {
+  MDB_env* env = nullptr;
+  ~EnvCloser() {
+    if (env) mdb_env_close(env);
+  }
+  MDB_env* release() noexcept { return std::exchange(env, nullptr); }
+};
+
+/// Aborts a transaction begun by hand, if any.
+struct TxnAborter {
+  MDB_txn* txn = nullptr;
+  ~TxnAborter() {
+    if (txn) mdb_txn_abort(txn);
+  }
 };
 
 /// Opens the environment in `dir` with `flags`; throws LmdbStoreError with one line.

@@ -102,23 +102,17 @@ constexpr int kMapGrowths = 10;
 // the data.
 void replay(const fs::path& dir, const RedoContents& log, std::size_t map_size) {
   for (int growths = 0;; ++growths) {
-    MDB_env* env = open_raw(dir, MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC | MDB_WRITEMAP, map_size);
-    MDB_txn* pin = nullptr;
     int rc = 0;
-    try {
-      const Dbis dbis = open_layout(dir, env, false);
-      rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &pin);
-      if (rc == 0 && mdb_txn_id(pin) != log.checkpoint.txnid) rc = MDB_CORRUPTED;
-      if (rc == 0) rc = replay_records(env, dbis, log);
-    } catch (...) {
-      if (pin) mdb_txn_abort(pin);
-      mdb_env_close(env);
-      throw;
-    }
     MDB_envinfo info;
-    mdb_env_info(env, &info);
-    if (pin) mdb_txn_abort(pin);
-    mdb_env_close(env);
+    {
+      EnvCloser env{open_raw(dir, MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC | MDB_WRITEMAP, map_size)};
+      TxnAborter pin;
+      const Dbis dbis = open_layout(dir, env.env, false);
+      rc = mdb_txn_begin(env.env, nullptr, MDB_RDONLY, &pin.txn);
+      if (rc == 0 && mdb_txn_id(pin.txn) != log.checkpoint.txnid) rc = MDB_CORRUPTED;
+      if (rc == 0) rc = replay_records(env.env, dbis, log);
+      mdb_env_info(env.env, &info);
+    }
     if (rc == 0) return;
     if (rc != MDB_MAP_FULL || growths == kMapGrowths) {
       fail(dir, "cannot replay the redo log: " + mdb_error(rc) + " (map of " +
