@@ -23,41 +23,9 @@
 namespace idem::lmdb {
 namespace fs = std::filesystem;
 
-std::string mdb_error(int rc) {
-  const char* name = nullptr;
-  switch (rc) {
-    case MDB_MAP_FULL:
-      name = "MDB_MAP_FULL";
-      break;
-    case MDB_TXN_FULL:
-      name = "MDB_TXN_FULL";
-      break;
-    case MDB_INVALID:
-      name = "MDB_INVALID";
-      break;
-    case MDB_VERSION_MISMATCH:
-      name = "MDB_VERSION_MISMATCH";
-      break;
-    case MDB_CORRUPTED:
-      name = "MDB_CORRUPTED";
-      break;
-    case MDB_PANIC:
-      name = "MDB_PANIC";
-      break;
-    case MDB_READERS_FULL:
-      name = "MDB_READERS_FULL";
-      break;
-    case MDB_INCOMPATIBLE:
-      name = "MDB_INCOMPATIBLE";
-      break;
-    default:
-      break;
-  }
-  std::string text = mdb_strerror(rc);
-  // LMDB's own messages already start with their code's name.
-  if (name == nullptr || text.starts_with(name)) return text;
-  return std::string(name) + ": " + text;
-}
+// LMDB's texts for its own codes start with the code's name (MDB_MAP_FULL: ...), which
+// operators search for; system errors come as strerror's text.
+std::string mdb_error(int rc) { return mdb_strerror(rc); }
 
 bool fsync_path(const fs::path& path) noexcept {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
