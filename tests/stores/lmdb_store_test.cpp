@@ -180,7 +180,7 @@ TEST_F(LmdbStoreTest, PowerDurabilityHoldsATakeOverLeaseInMemory) {
 TEST_F(LmdbStoreTest, PowerDurabilityHoldsACompletionUntilTheNextFold) {
   // The completion of a lease held in memory is logged, not written to the tables: the
   // completed record answers from memory until the fold before the next checkpoint (or a
-  // clean stop) writes every such record in one transaction.
+  // clean stop) writes every such record, a chunk of records to a transaction.
   auto o = options();
   o.durability = Durability::power;
   o.checkpoint_interval = 1h;
