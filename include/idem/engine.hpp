@@ -118,13 +118,24 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   /// Hands the upstream's response to the engine. `body_complete` is false when the body
   /// was not captured whole (over `max_response_bytes`). `done` runs once the store has
-  /// the outcome.
+  /// the outcome, or with the store's error. After an error that may pass (the store
+  /// unreachable, timed out or full), an engine with a scheduler writes the outcome again
+  /// in the background, backing off, until the store takes it or the lease has run out:
+  /// otherwise the record would stay in flight and the retry would execute again.
   void complete(Ticket ticket, const Response& response, bool body_complete,
                 Callback<Completion> done);
 
   /// The request will not be answered by the upstream (unreachable, timed out, the client
   /// went away before its body arrived): removes the record so that a retry executes.
+  /// Retried in the background as complete() is.
   void abandon(Ticket ticket, Callback<TokenCheck> done = {});
+
+  /// Completions and releases that the store failed and that the engine still retries.
+  /// The retries end with the engine: keep it while this is not zero.
+  std::size_t settling() const noexcept;
+  /// Drops those retries; their records then follow `on_expired_lease`. Call before the
+  /// event loops that run the scheduler's timers go away.
+  void stop_retries();
 
   /// Extends the ticket's lease; reports `stale` when another attempt took the record.
   void renew(const Ticket& ticket, Callback<TokenCheck> done);
@@ -154,7 +165,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
   friend class Ticket;
   friend struct Waiter;
   struct Impl;
+  struct Settlement;
   explicit Engine(std::unique_ptr<Impl> impl);
+
+  /// Background retries of completions and releases (engine_settle.cpp).
+  void settle_later(Settlement settlement, const Error& error);
+  void schedule_settlement(Settlement settlement);
+  void settle_again(Settlement settlement);
+  void settled(Settlement settlement, Result<TokenCheck> result);
+  void report_stale_completion(Settlement settlement);
 
   void claim(PendingClaim pending, DecisionCallback done);
   /// The decision for a claim's answer; nullopt means "wait" (concurrency = "wait" and the

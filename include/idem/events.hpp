@@ -23,6 +23,7 @@ enum class EventKind {
   oversize_response,  ///< response over max_response_bytes; stored without body
   outcome_unknown,    ///< lease expired with on_expired_lease = "fail"
   lease_taken_over,   ///< lease expired with on_expired_lease = "retry"; executing again
+  store_recovered,    ///< a completion or release the store had failed is written now
 };
 
 std::string_view event_name(EventKind kind) noexcept;

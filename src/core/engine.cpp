@@ -239,12 +239,16 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
   std::string route(ticket.route_);
   ticket.engine_.reset();  // this call now owns the record's outcome
 
+  const TimePoint lease_end = impl_->options.clock->now() + policy.lease;
   if (!policy.store_status.contains(response.status)) {
     impl_->options.store->release(
         id, token,
-        [self = shared_from_this(), id, route, done = std::move(done)](Result<TokenCheck> r) {
+        [self = shared_from_this(), id, token, route, lease_end,
+         done = std::move(done)](Result<TokenCheck> r) {
           if (!r) {
             self->impl_->publish_store_error(id, route, r.error());
+            self->settle_later(Settlement{id, token, std::nullopt, {}, route, lease_end},
+                               r.error());
             if (done) done(r.error());
             return;
           }
@@ -267,11 +271,19 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
     impl_->publish(EventKind::oversize_response, id, route,
                    "response over max_response_bytes; stored without its body");
   }
+  // Kept for another attempt should this one fail (engine_settle.cpp).
+  std::optional<StoredResponse> kept;
+  if (impl_->options.scheduler) kept = stored;
   impl_->options.store->complete(
       id, token, std::move(stored), policy.ttl,
-      [self = shared_from_this(), id, route, fits, done = std::move(done)](Result<TokenCheck> r) {
+      [self = shared_from_this(), id, token, route, fits, ttl = policy.ttl, lease_end,
+       kept = std::move(kept), done = std::move(done)](Result<TokenCheck> r) mutable {
         if (!r) {
           self->impl_->publish_store_error(id, route, r.error());
+          if (kept) {
+            self->settle_later(Settlement{id, token, std::move(kept), ttl, route, lease_end},
+                               r.error());
+          }
           if (done) done(r.error());
           return;
         }
@@ -292,14 +304,20 @@ void Engine::abandon(Ticket ticket, Callback<TokenCheck> done) {
   }
   ticket.engine_.reset();
   RecordId id = ticket.id_;
-  impl_->options.store->release(id, ticket.token_,
-                                [self = shared_from_this(), id, route = std::string(ticket.route_),
-                                 done = std::move(done)](Result<TokenCheck> r) {
-                                  // Unreleased, the record stays in flight until its lease ends:
-                                  // worth an event.
-                                  if (!r) self->impl_->publish_store_error(id, route, r.error());
-                                  if (done) done(std::move(r));
-                                });
+  const std::uint64_t token = ticket.token_;
+  const TimePoint lease_end = impl_->options.clock->now() + ticket.policy_->lease;
+  impl_->options.store->release(
+      id, token,
+      [self = shared_from_this(), id, token, lease_end, route = std::string(ticket.route_),
+       done = std::move(done)](Result<TokenCheck> r) {
+        // Unreleased, the record stays in flight until its lease ends: worth an event, and
+        // another attempt.
+        if (!r) {
+          self->impl_->publish_store_error(id, route, r.error());
+          self->settle_later(Settlement{id, token, std::nullopt, {}, route, lease_end}, r.error());
+        }
+        if (done) done(std::move(r));
+      });
 }
 
 void Engine::renew(const Ticket& ticket, Callback<TokenCheck> done) {

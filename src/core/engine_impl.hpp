@@ -1,7 +1,11 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "idem/engine.hpp"
@@ -27,6 +31,26 @@ struct Engine::Impl {
                std::string detail) const;
   /// A store_error event carrying the store's error.
   void publish_store_error(const RecordId& id, std::string_view route, const Error& error) const;
+
+  // Completions and releases written again in the background (engine_settle.cpp).
+  std::mutex settle_mutex;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Timer>> settle_timers;
+  std::uint64_t next_settle = 0;
+  bool settle_stopped = false;
+  std::atomic<std::size_t> settling{0};
+};
+
+/// A completion or release that the store failed for a reason that may pass: what it
+/// takes to write it again.
+struct Engine::Settlement {
+  RecordId id;
+  std::uint64_t token = 0;
+  std::optional<StoredResponse> stored;  ///< a completion's response; none for a release
+  Duration ttl{};
+  std::string route;
+  TimePoint give_up_at{};  ///< the lease has run out by then: the record is no longer ours
+  Duration delay{};
+  int attempts = 1;
 };
 
 /// A keyed request after key, scope and fingerprint are known: everything needed to claim

@@ -18,6 +18,8 @@ std::string_view event_name(EventKind kind) noexcept {
       return "outcome_unknown";
     case EventKind::lease_taken_over:
       return "lease_taken_over";
+    case EventKind::store_recovered:
+      return "store_recovered";
   }
   return "unknown";
 }

@@ -17,8 +17,9 @@ namespace idem::testing {
 /// A scheduler whose timers fire only when the test says so.
 class ManualScheduler final : public Scheduler {
  public:
-  std::unique_ptr<Timer> after(Duration, std::function<void()> fire) override {
+  std::unique_ptr<Timer> after(Duration delay, std::function<void()> fire) override {
     std::lock_guard lock(mutex_);
+    delays_.push_back(delay);
     auto id = next_++;
     pending_[id] = std::move(fire);
     return std::make_unique<ManualTimer>(this, id);
@@ -36,6 +37,11 @@ class ManualScheduler final : public Scheduler {
     std::lock_guard lock(mutex_);
     return pending_.size();
   }
+  /// The delay of every timer asked for so far, in order.
+  std::vector<Duration> delays() {
+    std::lock_guard lock(mutex_);
+    return delays_;
+  }
 
  private:
   struct ManualTimer final : Timer {
@@ -49,6 +55,7 @@ class ManualScheduler final : public Scheduler {
   };
   std::mutex mutex_;
   std::map<std::uint64_t, std::function<void()>> pending_;
+  std::vector<Duration> delays_;
   std::uint64_t next_ = 1;
 };
 
