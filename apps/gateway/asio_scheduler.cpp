@@ -28,6 +28,10 @@ class AsioTimer final : public Timer {
   ~AsioTimer() override {
     std::lock_guard lock(state_->mutex);
     state_->cancelled = true;
+    // What the callback holds goes now, not when the loop gets to the cancelled wait (or
+    // is destroyed): it may hold an engine and, through it, a store that must end before
+    // its loop does.
+    state_->fire = nullptr;
     // The timer object belongs to its loop's thread; cancel it there so that the loop is
     // not kept busy until a long deadline passes.
     auto& loop = static_cast<boost::asio::io_context&>(state_->timer.get_executor().context());

@@ -98,7 +98,11 @@ void JsonEventSink::publish(const Event& event) noexcept {
     if (!event.detail.empty()) f.add("detail", event.detail);
     bool serious = event.kind == EventKind::store_error || event.kind == EventKind::lease_lost ||
                    event.kind == EventKind::outcome_unknown;
-    log::write(serious ? log::Level::error : log::Level::warn, "idem event", f);
+    const bool good_news = event.kind == EventKind::store_recovered;
+    log::write(serious     ? log::Level::error
+               : good_news ? log::Level::info
+                           : log::Level::warn,
+               "idem event", f);
   } catch (...) {
     // Logging must never take a request down; a lost line is the lesser harm.
   }

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "admin.hpp"
@@ -122,6 +123,30 @@ struct Server::Impl {
   std::vector<std::function<void(const RecordId&)>> forget_cached;
   std::vector<std::thread> threads;
   std::shared_ptr<Engine> admin_engine;
+  /// The engines in use, and those a reload replaced while they were still used or
+  /// retried completions: an engine's retries end with it.
+  std::mutex engines_mutex;
+  std::vector<std::shared_ptr<Engine>> every_engine;
+  std::atomic<std::size_t> retries_stopped{0};  ///< settling when the retries were ended
+
+  /// Ends the completion retries of the engines on `store` (all when null); returns how
+  /// many were under way.
+  std::size_t stop_retries(const Store* store) {
+    std::vector<std::shared_ptr<Engine>> engines;
+    {
+      std::lock_guard lock(engines_mutex);
+      for (auto& engine : every_engine) {
+        if (store == nullptr || &engine->store() == store) engines.push_back(engine);
+      }
+    }
+    std::size_t stopped = 0;
+    for (auto& engine : engines) {
+      stopped += engine->settling();
+      engine->stop_retries();
+    }
+    retries_stopped += stopped;
+    return stopped;
+  }
   std::unique_ptr<AdminServer> admin;
   asio::signal_set signals{main_loop};
   asio::steady_timer drain_timer{main_loop};
@@ -133,6 +158,12 @@ struct Server::Impl {
 
   /// One engine per worker (on worker_stores) plus one for the admin API (on `store`).
   std::vector<std::shared_ptr<Engine>> make_engines(const PolicySet& policies) {
+    {
+      // Replaced engines go once nothing uses them and they retry nothing.
+      std::lock_guard lock(engines_mutex);
+      std::erase_if(every_engine,
+                    [](const auto& e) { return e.use_count() == 1 && e->settling() == 0; });
+    }
     std::vector<std::shared_ptr<Engine>> engines;
     for (std::size_t i = 0; i <= worker_stores.size(); ++i) {
       EngineOptions options;
@@ -147,6 +178,8 @@ struct Server::Impl {
       } catch (const std::invalid_argument& e) {
         throw ConfigError(e.what());
       }
+      std::lock_guard lock(engines_mutex);
+      every_engine.push_back(engines.back());
     }
     return engines;
   }
@@ -309,6 +342,15 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
     loops.push_back(std::make_unique<asio::io_context>(1));
     LoopStore own = handle.for_loop ? handle.for_loop(*loops.back()) : LoopStore{};
     s.worker_stores.push_back(own.store ? own.store : s.store);
+    if (own.close) {
+      // A drained worker closes the store on its loop. Retries of completions against it
+      // (their timers on that loop) end first: a closed store cannot take them, and they
+      // would hold the loop, and the drain, until their leases run out.
+      own.close = [&s, store = s.worker_stores.back().get(), close = std::move(own.close)] {
+        s.stop_retries(store);
+        close();
+      };
+    }
     closers.push_back(std::move(own.close));
     if (own.forget_cached) s.forget_cached.push_back(std::move(own.forget_cached));
   }
@@ -317,6 +359,7 @@ Server::Server(CommandLine command_line, GatewayConfig config) : impl_(std::make
     engines = s.make_engines(s.config.policies);
   } catch (...) {
     // Stores on a loop must go while their loop is still there.
+    s.every_engine.clear();
     s.worker_stores.clear();
     closers.clear();
     throw;
@@ -411,9 +454,18 @@ int Server::run() {
   // release their records on the way.
   std::int64_t cut = 0;
   for (auto& w : s.workers) cut += w->metrics_view().in_flight.get();
+  // Completions the store failed and the engines still retry end here, while the loops
+  // their timers are on still exist; their records follow on_expired_lease.
+  s.stop_retries(nullptr);
+  const auto unsettled = static_cast<std::int64_t>(s.retries_stopped.load());
+  {
+    std::lock_guard lock(s.engines_mutex);
+    s.every_engine.clear();  // they hold the workers' stores, which go before their loops
+  }
   s.worker_stores.clear();
   s.workers.clear();
-  log::info("idem-gateway stopped", LogFields().add("cut_short", cut));
+  log::info("idem-gateway stopped",
+            LogFields().add("cut_short", cut).add("completions_unsettled", unsettled));
   log::shutdown();
   return 0;
 }

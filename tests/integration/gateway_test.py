@@ -2137,6 +2137,62 @@ class SharedRedisTest(unittest.TestCase):
             # Each key was sent once: executed once when answered 200, never when 503.
             self.assertEqual(UPSTREAM.count(key=k), 1 if status == 200 else 0, (k, status))
 
+    def test_a_completion_redis_did_not_take_is_written_once_it_answers(self):
+        # Redis pauses its clients while the upstream works, so the completion times out
+        # (and, its connection closed, is never carried out). The client still gets its
+        # answer; the gateway writes the record again once Redis answers, and a retry after
+        # the lease has run out is replayed, not executed a second time.
+        gw = self.start({"lease": 5})
+        k, p = key(), path()
+        answered = {}
+
+        def first():
+            answered["r"] = gw.post(p, {"amount": 5}, [("X-Test-Delay-Ms", "400")], k,
+                                    timeout=15)
+
+        started = time.monotonic()
+        t = threading.Thread(target=first, daemon=True)
+        t.start()
+        time.sleep(0.2)  # claimed; the upstream works
+        self.assertEqual(self.redis.command("CLIENT", "PAUSE", "2500"), b"+OK")
+        t.join(10)
+        self.assertIn("r", answered, "the client is answered while Redis is paused")
+        self.assertEqual(answered["r"].status, 200)
+        self.assertIn('"event":"store_error"', gw.output())
+        self.assertEqual(UPSTREAM.count(key=k), 1)
+        deadline = time.monotonic() + 5
+        while "store_recovered" not in gw.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # the lease has run out
+        retry = gw.post(p, {"amount": 5}, key=k)
+        self.assertEqual(UPSTREAM.count(key=k), 1, "executed once")
+        self.assertEqual(retry.status, 200)
+        self.assertEqual(retry.header("Idempotent-Replayed"), "true")
+        self.assertEqual(retry.body, answered["r"].body)
+        self.assertIn('"detail":"completion written on attempt', gw.output())
+
+    def test_sigterm_ends_the_retries_of_a_completion_with_the_drain(self):
+        gw = self.start()
+        k = key()
+        answered = {}
+
+        def first():
+            answered["r"] = gw.post(path(), {"amount": 6}, [("X-Test-Delay-Ms", "400")], k,
+                                    timeout=15)
+
+        t = threading.Thread(target=first, daemon=True)
+        t.start()
+        time.sleep(0.2)
+        self.assertEqual(self.redis.command("CLIENT", "PAUSE", "6000"), b"+OK")
+        t.join(10)
+        self.assertEqual(answered["r"].status, 200)
+        began = time.monotonic()
+        self.assertEqual(gw.stop(timeout=10), 0)
+        self.assertLess(time.monotonic() - began, 2.0,
+                        "the drain does not wait for the lease of a retried completion")
+        self.assertIn('"completions_unsettled":1', gw.output())
+        self.redis.command("CLIENT", "UNPAUSE")
+
     def test_round_trips_per_request(self):
         gw = self.start()
         p = path()
