@@ -378,7 +378,11 @@ Ticket& Ticket::operator=(Ticket&& other) noexcept {
 }
 
 Ticket::~Ticket() {
-  if (engine_) engine_->impl_->options.store->release(id_, token_, [](Result<TokenCheck>) {});
+  // A ticket dropped unanswered releases its record as abandon() does, retries included.
+  if (engine_) {
+    std::shared_ptr<Engine> engine = engine_;
+    engine->abandon(std::move(*this));
+  }
 }
 
 Duration Ticket::renew_interval() const noexcept {

@@ -197,6 +197,17 @@ TEST_F(EngineSettleTest, AFailedAbandonIsWrittenAgain) {
   EXPECT_EQ(begin().action, Action::proceed);
 }
 
+TEST_F(EngineSettleTest, ADroppedTicketsReleaseIsWrittenAgain) {
+  {
+    auto first = begin();
+    store_->fail_writes = 1;
+  }  // the adapter lost the request: its ticket releases the record
+  EXPECT_EQ(engine_->settling(), 1u);
+  EXPECT_EQ(begin().outcome, Outcome::conflict);
+  scheduler_->fire_all();
+  EXPECT_EQ(begin().action, Action::proceed);
+}
+
 TEST_F(EngineSettleTest, RetriesEndWithTheLease) {
   auto first = begin();
   store_->fail_writes = 1000;
