@@ -11,60 +11,9 @@ namespace idem {
 namespace {
 
 using testing::decide;
+using testing::FlakyStore;
 using Action = Decision::Action;
 using namespace std::chrono_literals;
-
-/// The memory store, except that the next `fail_writes` completions and releases fail
-/// with `error` (a Redis that went away, a full map).
-class FlakyStore final : public Store {
- public:
-  explicit FlakyStore(std::shared_ptr<Store> inner) : inner_(std::move(inner)) {}
-  int fail_writes = 0;
-  Errc error = Errc::store_unavailable;
-  bool carried_out = false;  ///< a failed write took effect anyway (a timed-out command)
-  int writes = 0;            ///< completions and releases asked for, failed or not
-
-  void claim(ClaimRequest r, Callback<ClaimOutcome> done) override {
-    inner_->claim(std::move(r), std::move(done));
-  }
-  void complete(const RecordId& id, std::uint64_t token, StoredResponse r, Duration ttl,
-                Callback<TokenCheck> done) override {
-    if (fails()) {
-      if (carried_out) inner_->complete(id, token, std::move(r), ttl, [](Result<TokenCheck>) {});
-      return done(Error{error, "connection reset"});
-    }
-    inner_->complete(id, token, std::move(r), ttl, std::move(done));
-  }
-  void release(const RecordId& id, std::uint64_t token, Callback<TokenCheck> done) override {
-    if (fails()) return done(Error{error, "connection reset"});
-    inner_->release(id, token, std::move(done));
-  }
-  void renew(const RecordId& id, std::uint64_t token, Duration lease,
-             Callback<TokenCheck> done) override {
-    inner_->renew(id, token, lease, std::move(done));
-  }
-  void get(const RecordId& id, Callback<std::optional<Record>> done) override {
-    inner_->get(id, std::move(done));
-  }
-  void erase(const RecordId& id, Callback<bool> done) override {
-    inner_->erase(id, std::move(done));
-  }
-  std::unique_ptr<Watch> watch(const RecordId& id, std::function<void()> changed) override {
-    return inner_->watch(id, std::move(changed));
-  }
-  void ping(Callback<bool> done) override { inner_->ping(std::move(done)); }
-  StoreStats stats() const override { return inner_->stats(); }
-  std::string_view kind() const noexcept override { return "flaky"; }
-
- private:
-  bool fails() {
-    ++writes;
-    if (fail_writes == 0) return false;
-    --fail_writes;
-    return true;
-  }
-  std::shared_ptr<Store> inner_;
-};
 
 class EngineSettleTest : public ::testing::Test {
  protected:
