@@ -116,5 +116,44 @@ TEST(EngineRace, DistinctKeysFromManyThreadsEachProceedOnce) {
   EXPECT_EQ(proceeded.load(), kKeys);
 }
 
+TEST(EngineRace, CompletionsTheStoreFailedAreAllWrittenAgain) {
+  // Sixteen threads complete 320 requests while the store fails the first 200 writes; the
+  // retries run on the scheduler's thread while the requests go on.
+  EngineOptions o;
+  auto flaky = std::make_shared<testing::FlakyStore>(make_memory_store());
+  flaky->fail_writes = 200;
+  o.store = flaky;
+  o.secret = std::string(32, 'r');
+  o.scheduler = make_thread_scheduler();
+  auto engine = Engine::create(std::move(o));
+  constexpr int kThreads = 16;
+  constexpr int kKeys = 20;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < kKeys; ++k) {
+        auto d = testing::decide(*engine, charge("settle-" + std::to_string(i * kKeys + k)));
+        ASSERT_TRUE(d && d->action == Decision::Action::proceed);
+        Response r;
+        r.status = 201;
+        r.body = std::to_string(i * kKeys + k);
+        engine->complete(std::move(*d->ticket), r, true, {});
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (engine->settling() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(engine->settling(), 0u);
+  for (int n = 0; n < kThreads * kKeys; ++n) {
+    auto d = testing::decide(*engine, charge("settle-" + std::to_string(n)));
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->outcome, Outcome::replayed) << n;
+    EXPECT_EQ(d->response.body, std::to_string(n));
+  }
+}
+
 }  // namespace
 }  // namespace idem

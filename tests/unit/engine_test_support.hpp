@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -65,10 +66,10 @@ class ManualScheduler final : public Scheduler {
 class FlakyStore final : public Store {
  public:
   explicit FlakyStore(std::shared_ptr<Store> inner) : inner_(std::move(inner)) {}
-  int fail_writes = 0;
+  std::atomic<int> fail_writes{0};
   Errc error = Errc::store_unavailable;
-  bool carried_out = false;  ///< a failed write took effect anyway (a timed-out command)
-  int writes = 0;            ///< completions and releases asked for, failed or not
+  bool carried_out = false;    ///< a failed write took effect anyway (a timed-out command)
+  std::atomic<int> writes{0};  ///< completions and releases asked for, failed or not
 
   void claim(ClaimRequest r, Callback<ClaimOutcome> done) override {
     inner_->claim(std::move(r), std::move(done));
@@ -105,9 +106,10 @@ class FlakyStore final : public Store {
  private:
   bool fails() {
     ++writes;
-    if (fail_writes == 0) return false;
-    --fail_writes;
-    return true;
+    int left = fail_writes.load();
+    while (left > 0 && !fail_writes.compare_exchange_weak(left, left - 1)) {
+    }
+    return left > 0;
   }
   std::shared_ptr<Store> inner_;
 };
