@@ -2171,6 +2171,54 @@ class SharedRedisTest(unittest.TestCase):
         self.assertEqual(retry.body, answered["r"].body)
         self.assertIn('"detail":"completion written on attempt', gw.output())
 
+    def test_redis_paused_under_load_executes_each_key_once(self):
+        # Fresh keys from four clients while Redis pauses twice for longer than a command
+        # may take: claims and completions time out. Afterwards every key is sent again,
+        # once its lease (3 s) has run out. A key answered 200 is replayed; one answered
+        # 503 executes now. None executes twice.
+        gw = self.start({"lease": 3})
+        stop = threading.Event()
+        lock = threading.Lock()
+        answers = {}  # key -> (status, body)
+        p = path()
+
+        def load():
+            while not stop.is_set():
+                k = key()
+                try:
+                    r = gw.post(p, {"amount": 2}, [("X-Test-Delay-Ms", "50")], k, timeout=10)
+                    with lock:
+                        answers[k] = (r.status, r.body)
+                except OSError as e:
+                    with lock:
+                        answers[k] = (repr(e), None)
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(2):
+                time.sleep(0.6)
+                self.assertEqual(self.redis.command("CLIENT", "PAUSE", "1500"), b"+OK")
+                time.sleep(1.6)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        statuses = {status for status, _ in answers.values()}
+        self.assertLessEqual(statuses, {200, 503}, "only successes and 503s")
+        self.assertIn(503, statuses, "the pauses were felt")
+        self.assertTrue('"event":"store_recovered"' in gw.output(), "completions were retried")
+        time.sleep(3.5)  # every lease taken before the end has run out
+        for k, (status, body) in answers.items():
+            again = gw.post(p, {"amount": 2}, key=k)
+            self.assertEqual(again.status, 200, k)
+            if status == 200:
+                self.assertEqual(again.header("Idempotent-Replayed"), "true", k)
+                self.assertEqual(again.body, body, k)
+            self.assertEqual(UPSTREAM.count(key=k), 1, (k, status))
+
     def test_sigterm_ends_the_retries_of_a_completion_with_the_drain(self):
         gw = self.start()
         k = key()
