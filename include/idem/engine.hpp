@@ -114,6 +114,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   /// Decides what to do with `request`. Everything the request points to is read before
   /// begin() returns; `done` may run before begin() returns or later on a store thread.
+  /// A claim that times out may still be carried out by the store: an engine with a
+  /// scheduler looks for its record once the store answers again, and releases it if it
+  /// is in flight under that claim's lease owner (one per attempt).
   void begin(const RequestView& request, DecisionCallback done);
 
   /// Hands the upstream's response to the engine. `body_complete` is false when the body
@@ -174,6 +177,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void settle_again(Settlement settlement);
   void settled(Settlement settlement, Result<TokenCheck> result);
   void report_stale_completion(Settlement settlement);
+  void found_lost_claim(Settlement settlement, Result<std::optional<Record>> found);
 
   void claim(PendingClaim pending, DecisionCallback done);
   /// The decision for a claim's answer; nullopt means "wait" (concurrency = "wait" and the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <random>
 #include <stdexcept>
 
 #include "core/engine_impl.hpp"
@@ -17,7 +18,10 @@ std::string_view outcome_name(Outcome outcome) noexcept {
   return kNames[static_cast<std::size_t>(outcome)];
 }
 
-Engine::Impl::Impl(EngineOptions o) : options(std::move(o)), namer(options.secret) {
+Engine::Impl::Impl(EngineOptions o)
+    : options(std::move(o)),
+      namer(options.secret),
+      attempt_base((std::uint64_t{std::random_device{}()} << 32) | std::random_device{}()) {
   if (!options.store) throw std::invalid_argument("store: an engine needs a store");
   if (!options.clock) throw std::invalid_argument("clock: an engine needs a clock");
   auto& set = options.policies;
@@ -32,6 +36,15 @@ Engine::Impl::Impl(EngineOptions o) : options(std::move(o)), namer(options.secre
   };
   for (auto& r : set.routes) add_plan(r.policy, r.path.text());
   add_plan(set.defaults, {});
+}
+
+std::string Engine::Impl::attempt_owner() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::uint64_t n = attempt_base + attempts.fetch_add(1, std::memory_order_relaxed);
+  std::string owner = options.instance_id;
+  owner.push_back('/');
+  for (int shift = 60; shift >= 0; shift -= 4) owner.push_back(kHex[(n >> shift) & 0xF]);
+  return owner;
 }
 
 void Engine::Impl::publish(EventKind kind, const RecordId& id, std::string_view route,
@@ -138,7 +151,7 @@ void Engine::begin(const RequestView& request, DecisionCallback done) {
   pending.claim.fingerprint = policy.fingerprint_strategy
                                   ? policy.fingerprint_strategy->fingerprint(request)
                                   : plan.fingerprinter.fingerprint(request);
-  pending.claim.owner = impl_->options.instance_id;
+  pending.claim.owner = impl_->attempt_owner();
   pending.claim.lease = policy.lease;
   pending.claim.ttl = policy.ttl;
   pending.claim.take_over_expired = policy.on_expired_lease == OnExpiredLease::retry;
@@ -162,6 +175,15 @@ std::optional<Decision> Engine::decide(const PendingClaim& pending, Result<Claim
   const RecordId& id = pending.claim.id;
   if (!result) {
     impl_->publish_store_error(id, pending.route, result.error());
+    if (result.error().code == Errc::timeout) {
+      // The claim may still be carried out (a Redis that stalled runs the commands it
+      // received once it goes on), and would hold the key in flight until its lease ends.
+      settle_later(Settlement{.id = id,
+                              .route = pending.route,
+                              .give_up_at = impl_->options.clock->now() + policy.lease,
+                              .claim_owner = pending.claim.owner},
+                   result.error());
+    }
     if (policy.fail_open) return pass_through(Outcome::store_error);
     return problem(Outcome::store_error, policy, ProblemType::store_unavailable,
                    "The idempotency store is unavailable; retry later with the same key.");
@@ -247,8 +269,9 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
          done = std::move(done)](Result<TokenCheck> r) {
           if (!r) {
             self->impl_->publish_store_error(id, route, r.error());
-            self->settle_later(Settlement{id, token, std::nullopt, {}, route, lease_end},
-                               r.error());
+            self->settle_later(
+                Settlement{.id = id, .token = token, .route = route, .give_up_at = lease_end},
+                r.error());
             if (done) done(r.error());
             return;
           }
@@ -281,7 +304,12 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
         if (!r) {
           self->impl_->publish_store_error(id, route, r.error());
           if (kept) {
-            self->settle_later(Settlement{id, token, std::move(kept), ttl, route, lease_end},
+            self->settle_later(Settlement{.id = id,
+                                          .token = token,
+                                          .stored = std::move(kept),
+                                          .ttl = ttl,
+                                          .route = route,
+                                          .give_up_at = lease_end},
                                r.error());
           }
           if (done) done(r.error());
@@ -314,7 +342,9 @@ void Engine::abandon(Ticket ticket, Callback<TokenCheck> done) {
         // another attempt.
         if (!r) {
           self->impl_->publish_store_error(id, route, r.error());
-          self->settle_later(Settlement{id, token, std::nullopt, {}, route, lease_end}, r.error());
+          self->settle_later(
+              Settlement{.id = id, .token = token, .route = route, .give_up_at = lease_end},
+              r.error());
         }
         if (done) done(std::move(r));
       });

@@ -25,6 +25,11 @@ struct Engine::Impl {
 
   EngineOptions options;
   RecordNamer namer;
+  /// Lease owners name one attempt each (the instance id, a slash, 16 hex digits), so that
+  /// a claim that timed out can be told from any other attempt of the same instance.
+  std::uint64_t attempt_base;
+  std::atomic<std::uint64_t> attempts{0};
+  std::string attempt_owner();
   std::vector<std::unique_ptr<RoutePlan>> plans;  ///< index = PolicySet::Match::index
 
   void publish(EventKind kind, const RecordId& id, std::string_view route,
@@ -43,14 +48,22 @@ struct Engine::Impl {
 /// A completion or release that the store failed for a reason that may pass: what it
 /// takes to write it again.
 struct Engine::Settlement {
-  RecordId id;
+  RecordId id{};
   std::uint64_t token = 0;
-  std::optional<StoredResponse> stored;  ///< a completion's response; none for a release
+  std::optional<StoredResponse> stored{};  ///< a completion's response; none for a release
   Duration ttl{};
-  std::string route;
+  std::string route{};
   TimePoint give_up_at{};  ///< the lease has run out by then: the record is no longer ours
   Duration delay{};
   int attempts = 1;
+  /// Set for a claim that timed out: its lease owner. Its record, if the claim was carried
+  /// out after all, is released.
+  std::string claim_owner{};
+
+  std::string_view what() const noexcept {
+    if (!claim_owner.empty()) return "release of a claim that timed out";
+    return stored ? "completion" : "release";
+  }
 };
 
 /// A keyed request after key, scope and fingerprint are known: everything needed to claim

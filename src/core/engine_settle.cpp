@@ -63,6 +63,14 @@ void Engine::schedule_settlement(Settlement settlement) {
 
 void Engine::settle_again(Settlement settlement) {
   ++settlement.attempts;
+  if (!settlement.claim_owner.empty()) {
+    const RecordId id = settlement.id;
+    impl_->options.store->get(id, [self = shared_from_this(), settlement = std::move(settlement)](
+                                      Result<std::optional<Record>> found) mutable {
+      self->found_lost_claim(std::move(settlement), std::move(found));
+    });
+    return;
+  }
   std::optional<StoredResponse> response = settlement.stored;  // the original stays for later
   const RecordId id = settlement.id;
   const std::uint64_t token = settlement.token;
@@ -78,9 +86,29 @@ void Engine::settle_again(Settlement settlement) {
   }
 }
 
+// A claim that timed out holds the record only if it was carried out after all: the
+// record is then in flight under the claim's own lease owner, and its fencing token
+// releases exactly that attempt.
+void Engine::found_lost_claim(Settlement settlement, Result<std::optional<Record>> found) {
+  if (!found) return settled(std::move(settlement), found.error());
+  const std::optional<Record>& record = *found;
+  if (!record || record->state != RecordState::in_flight ||
+      record->lease_owner != settlement.claim_owner) {
+    impl_->settling.fetch_sub(1, std::memory_order_relaxed);  // it was not carried out
+    return;
+  }
+  settlement.token = record->fencing_token;
+  const RecordId id = settlement.id;
+  const std::uint64_t token = settlement.token;
+  impl_->options.store->release(
+      id, token,
+      [self = shared_from_this(), settlement = std::move(settlement)](
+          Result<TokenCheck> r) mutable { self->settled(std::move(settlement), std::move(r)); });
+}
+
 void Engine::settled(Settlement settlement, Result<TokenCheck> result) {
   Impl& impl = *impl_;
-  const std::string what = settlement.stored ? "completion" : "release";
+  const std::string what(settlement.what());
   const std::string attempt = " on attempt " + std::to_string(settlement.attempts);
   if (result) {
     impl.settling.fetch_sub(1, std::memory_order_relaxed);

@@ -225,6 +225,51 @@ TEST_F(EngineSettleTest, ACompletionThatTimedOutButWasWrittenIsRecognised) {
   EXPECT_EQ(begin().outcome, Outcome::replayed);
 }
 
+TEST_F(EngineSettleTest, AClaimThatTimedOutButWasCarriedOutIsReleased) {
+  // A stalled Redis runs the claim once it goes on; the client was answered 503.
+  store_->error = Errc::timeout;
+  store_->carried_out = true;
+  store_->fail_claims = 1;
+  EXPECT_EQ(begin().outcome, Outcome::store_error);
+  EXPECT_EQ(begin().outcome, Outcome::conflict) << "the claim holds the key";
+  scheduler_->fire_all();
+  EXPECT_EQ(engine_->settling(), 0u);
+  EXPECT_EQ(last_detail(EventKind::store_recovered),
+            "release of a claim that timed out written on attempt 2");
+  EXPECT_EQ(begin().action, Action::proceed) << "the retry executes, without waiting 30 s";
+}
+
+TEST_F(EngineSettleTest, AClaimThatTimedOutAndWasNotCarriedOutLeavesNothingToDo) {
+  store_->error = Errc::timeout;
+  store_->fail_claims = 1;
+  EXPECT_EQ(begin().outcome, Outcome::store_error);
+  EXPECT_EQ(engine_->settling(), 1u);
+  scheduler_->fire_all();
+  EXPECT_EQ(engine_->settling(), 0u);
+  EXPECT_EQ(scheduler_->pending(), 0u);
+  EXPECT_EQ(events_->count(EventKind::store_recovered), 0u);
+}
+
+TEST_F(EngineSettleTest, AClaimThatTimedOutNeverReleasesAnotherAttempt) {
+  store_->error = Errc::timeout;
+  store_->fail_claims = 1;
+  EXPECT_EQ(begin().outcome, Outcome::store_error);
+  auto other = begin();  // the client's retry holds the key now
+  ASSERT_EQ(other.action, Action::proceed);
+  scheduler_->fire_all();
+  EXPECT_EQ(engine_->settling(), 0u);
+  EXPECT_EQ(begin().outcome, Outcome::conflict) << "the retry's attempt is still in flight";
+  EXPECT_TRUE(finish(other, answer(201)));
+}
+
+TEST_F(EngineSettleTest, AClaimTheStoreRefusedLeavesNothingToCheck) {
+  store_->error = Errc::store_unavailable;  // not sent: "not connected"
+  store_->fail_claims = 1;
+  EXPECT_EQ(begin().outcome, Outcome::store_error);
+  EXPECT_EQ(scheduler_->pending(), 0u);
+  EXPECT_EQ(engine_->settling(), 0u);
+}
+
 TEST_F(EngineSettleTest, ARetryThatFindsTheRecordTakenOverWritesNothing) {
   auto first = begin();
   store_->fail_writes = 1;

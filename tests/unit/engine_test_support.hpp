@@ -61,17 +61,22 @@ class ManualScheduler final : public Scheduler {
   std::uint64_t next_ = 1;
 };
 
-/// A store like `inner`, except that the next `fail_writes` completions and releases fail
-/// with `error` (a Redis that went away, a full map).
+/// A store like `inner`, except that the next `fail_writes` completions and releases, and
+/// the next `fail_claims` claims, fail with `error` (a Redis that went away, a full map).
 class FlakyStore final : public Store {
  public:
   explicit FlakyStore(std::shared_ptr<Store> inner) : inner_(std::move(inner)) {}
   std::atomic<int> fail_writes{0};
+  std::atomic<int> fail_claims{0};
   Errc error = Errc::store_unavailable;
   bool carried_out = false;    ///< a failed write took effect anyway (a timed-out command)
   std::atomic<int> writes{0};  ///< completions and releases asked for, failed or not
 
   void claim(ClaimRequest r, Callback<ClaimOutcome> done) override {
+    if (take(fail_claims)) {
+      if (carried_out) inner_->claim(std::move(r), [](Result<ClaimOutcome>) {});
+      return done(Error{error, "no reply"});
+    }
     inner_->claim(std::move(r), std::move(done));
   }
   void complete(const RecordId& id, std::uint64_t token, StoredResponse r, Duration ttl,
@@ -106,8 +111,11 @@ class FlakyStore final : public Store {
  private:
   bool fails() {
     ++writes;
-    int left = fail_writes.load();
-    while (left > 0 && !fail_writes.compare_exchange_weak(left, left - 1)) {
+    return take(fail_writes);
+  }
+  static bool take(std::atomic<int>& count) {
+    int left = count.load();
+    while (left > 0 && !count.compare_exchange_weak(left, left - 1)) {
     }
     return left > 0;
   }
