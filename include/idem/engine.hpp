@@ -171,6 +171,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   struct Settlement;
   explicit Engine(std::unique_ptr<Impl> impl);
 
+  /// Releases an attempt's record, retrying in the background if the store fails it.
+  void release_attempt(const RecordId& id, std::uint64_t token, std::string route,
+                       TimePoint lease_end, Callback<TokenCheck> done);
   /// Background retries of completions and releases (engine_settle.cpp).
   void settle_later(Settlement settlement, const Error& error);
   void schedule_settlement(Settlement settlement);

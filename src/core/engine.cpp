@@ -263,15 +263,10 @@ void Engine::complete(Ticket ticket, const Response& response, bool body_complet
 
   const TimePoint lease_end = impl_->options.clock->now() + policy.lease;
   if (!policy.store_status.contains(response.status)) {
-    impl_->options.store->release(
-        id, token,
-        [self = shared_from_this(), id, token, route, lease_end,
-         done = std::move(done)](Result<TokenCheck> r) {
+    release_attempt(
+        id, token, route, lease_end,
+        [self = shared_from_this(), id, route, done = std::move(done)](Result<TokenCheck> r) {
           if (!r) {
-            self->impl_->publish_store_error(id, route, r.error());
-            self->settle_later(
-                Settlement{.id = id, .token = token, .route = route, .give_up_at = lease_end},
-                r.error());
             if (done) done(r.error());
             return;
           }
@@ -331,12 +326,15 @@ void Engine::abandon(Ticket ticket, Callback<TokenCheck> done) {
     return;
   }
   ticket.engine_.reset();
-  RecordId id = ticket.id_;
-  const std::uint64_t token = ticket.token_;
-  const TimePoint lease_end = impl_->options.clock->now() + ticket.policy_->lease;
+  release_attempt(ticket.id_, ticket.token_, std::string(ticket.route_),
+                  impl_->options.clock->now() + ticket.policy_->lease, std::move(done));
+}
+
+void Engine::release_attempt(const RecordId& id, std::uint64_t token, std::string route,
+                             TimePoint lease_end, Callback<TokenCheck> done) {
   impl_->options.store->release(
       id, token,
-      [self = shared_from_this(), id, token, lease_end, route = std::string(ticket.route_),
+      [self = shared_from_this(), id, token, lease_end, route = std::move(route),
        done = std::move(done)](Result<TokenCheck> r) {
         // Unreleased, the record stays in flight until its lease ends: worth an event, and
         // another attempt.
