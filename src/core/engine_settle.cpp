@@ -6,7 +6,8 @@
 // comes back, a command that timed out, room that a checkpoint or a sweep frees), writing
 // the completion again before the lease runs out keeps the request executed once. The
 // caller has already been told of the first failure, so that its client is not kept
-// waiting on the store.
+// waiting on the store. Releases are written again the same way, and a claim that timed
+// out is looked for, in case the store carried it out after all (found_lost_claim).
 
 #include <algorithm>
 #include <chrono>
