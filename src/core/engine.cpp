@@ -41,9 +41,10 @@ Engine::Impl::Impl(EngineOptions o)
 std::string Engine::Impl::attempt_owner() {
   static constexpr char kHex[] = "0123456789abcdef";
   std::uint64_t n = attempt_base + attempts.fetch_add(1, std::memory_order_relaxed);
-  std::string owner = options.instance_id;
-  owner.push_back('/');
-  for (int shift = 60; shift >= 0; shift -= 4) owner.push_back(kHex[(n >> shift) & 0xF]);
+  const std::size_t prefix = options.instance_id.size();
+  std::string owner(prefix + 17, '/');  // one allocation
+  options.instance_id.copy(owner.data(), prefix);
+  for (std::size_t i = owner.size(); i > prefix + 1; n >>= 4) owner[--i] = kHex[n & 0xF];
   return owner;
 }
 
