@@ -129,9 +129,9 @@ struct Server::Impl {
   std::vector<std::shared_ptr<Engine>> every_engine;
   std::atomic<std::size_t> retries_stopped{0};  ///< settling when the retries were ended
 
-  /// Ends the completion retries of the engines on `store` (all when null); returns how
-  /// many were under way.
-  std::size_t stop_retries(const Store* store) {
+  /// Ends the completion retries of the engines on `store` (all when null), counting them
+  /// in `retries_stopped`.
+  void stop_retries(const Store* store) {
     std::vector<std::shared_ptr<Engine>> engines;
     {
       std::lock_guard lock(engines_mutex);
@@ -145,7 +145,6 @@ struct Server::Impl {
       engine->stop_retries();
     }
     retries_stopped += stopped;
-    return stopped;
   }
   std::unique_ptr<AdminServer> admin;
   asio::signal_set signals{main_loop};

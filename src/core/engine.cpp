@@ -409,8 +409,8 @@ Ticket& Ticket::operator=(Ticket&& other) noexcept {
 Ticket::~Ticket() {
   // A ticket dropped unanswered releases its record as abandon() does, retries included.
   if (engine_) {
-    std::shared_ptr<Engine> engine = engine_;
-    engine->abandon(std::move(*this));
+    engine_->release_attempt(id_, token_, std::string(route_),
+                             engine_->impl_->options.clock->now() + policy_->lease, {});
   }
 }
 
